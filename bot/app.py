@@ -1,0 +1,52 @@
+"""The Starlette app: routes composed once here, long-lived things made in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
+
+from bot import runtime
+from bot.http import http_exception, unexpected
+from bot.routes import health
+from bot.services import Services
+from bot.settings import Settings
+from state.db import make_engine
+from state.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def all_routes() -> list[BaseRoute]:
+    return [*health.routes]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    configure: Callable[[Services], None] | None = None,
+    start_background: bool = True,
+) -> Starlette:
+    """The ASGI app for `settings`. `configure` may swap ports (a fake tracker) in tests."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own_store = store is None
+        svc = Services(
+            settings=settings, store=store or Store(make_engine(settings.server.database_url))
+        )
+        async with runtime.running(svc, configure=configure, background=start_background):
+            app.state.services = svc
+            yield
+        if own_store:
+            svc.store.dispose()
+
+    handlers: dict[Any, Any] = {HTTPException: http_exception, Exception: unexpected}
+    routes: Sequence[BaseRoute] = all_routes()
+    return Starlette(routes=list(routes), lifespan=lifespan, exception_handlers=handlers)

@@ -1,0 +1,249 @@
+"""Settings: `conveyor.toml` plus env overrides, read once into a typed object.
+
+Nothing here runs at import time; `load_settings()` is called by the CLI and the
+result is handed to `create_app(settings)`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from bot.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "conveyor.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    database_url: str = "sqlite:///.conveyor/conveyor.db"
+    data_dir: Path = Path(".conveyor")
+    admin_token: SecretStr = SecretStr("")
+    log_format: Literal["text", "json"] = "text"
+    url: str = ""  # where CLI verbs find the server; empty: http://host:port
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (_hide_password(value) if name == "database_url" else value)
+
+
+class WorkerSettings(_Section):
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    max_runtime_seconds: Annotated[float, Field(ge=1, le=7 * 86400)] = 3600
+    retries: Annotated[int, Field(ge=0, le=20)] = 2
+    retry_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 5
+    lease_seconds: Annotated[float, Field(ge=2, le=3600)] = 30
+    poll_interval_seconds: Annotated[float, Field(ge=0.01, le=60)] = 0.2
+
+
+class StopSettings(_Section):
+    enabled: bool = True
+    repos: list[str] = []
+    grace_seconds: Annotated[float, Field(ge=1, le=600)] = 10
+    finalizer_interval_seconds: Annotated[float, Field(ge=0.05, le=3600)] = 5
+
+    @field_validator("repos", mode="before")
+    @classmethod
+    def _split_repos(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class PlaneSettings(_Section):
+    webhook_secret: SecretStr = SecretStr("")
+    base_url: str = ""
+    api_key: SecretStr = SecretStr("")
+    workspace: str = ""
+    bot_actor_id: str = ""
+    start_states: list[str] = ["To Analyse"]
+    stop_states: list[str] = ["STOP"]
+    confirm_deploy_states: list[str] = ["Confirm Deploy"]
+    project_identifiers: dict[str, str] = {}  # project id -> "PROJ", saves an API lookup
+
+
+class TrackerSettings(_Section):
+    plane: PlaneSettings = PlaneSettings()
+
+
+class AgentSettings(_Section):
+    analysis: str = ""
+    implementation: str = ""
+    review: str = ""
+
+
+class RepoSettings(_Section):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+    path: Path
+    remote: str = "origin"
+    default_branch: str = "main"
+    protected_branches: list[str] = []
+    tracker_project: str = ""
+    self_hosting: bool = False
+    deploy_command: str = ""
+    remove_worktree_when_done: bool = True
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    workers: WorkerSettings = WorkerSettings()
+    stop: StopSettings = StopSettings()
+    trackers: TrackerSettings = TrackerSettings()
+    agents: AgentSettings = AgentSettings()
+    repos: list[RepoSettings] = []
+
+    def repo_for_project(self, project_id: str | None) -> RepoSettings | None:
+        """The repo mapped to a tracker project, if any."""
+        return next((r for r in self.repos if project_id and r.tracker_project == project_id), None)
+
+    def repo(self, name: str) -> RepoSettings | None:
+        return next((r for r in self.repos if r.name == name), None)
+
+    def server_url(self) -> str:
+        return self.server.url or f"http://{self.server.host}:{self.server.port}"
+
+
+# env var -> (section path..., key). Env wins over the file.
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "CONVEYOR_HOST": ("server", "host"),
+    "CONVEYOR_PORT": ("server", "port"),
+    "CONVEYOR_DATABASE_URL": ("server", "database_url"),
+    "CONVEYOR_DATA_DIR": ("server", "data_dir"),
+    "CONVEYOR_ADMIN_TOKEN": ("server", "admin_token"),
+    "CONVEYOR_LOG_FORMAT": ("server", "log_format"),
+    "CONVEYOR_URL": ("server", "url"),
+    "CONVEYOR_WORKERS_CONCURRENCY": ("workers", "concurrency"),
+    "CONVEYOR_STOP_STATUS_ENABLED": ("stop", "enabled"),
+    "CONVEYOR_STOP_STATUS_REPOS": ("stop", "repos"),
+    "CONVEYOR_STOP_GRACE_SECONDS": ("stop", "grace_seconds"),
+    "CONVEYOR_FINALIZER_INTERVAL_SECONDS": ("stop", "finalizer_interval_seconds"),
+    "CONVEYOR_PLANE_WEBHOOK_SECRET": ("trackers", "plane", "webhook_secret"),
+    "CONVEYOR_PLANE_BASE_URL": ("trackers", "plane", "base_url"),
+    "CONVEYOR_PLANE_API_KEY": ("trackers", "plane", "api_key"),
+    "CONVEYOR_PLANE_WORKSPACE": ("trackers", "plane", "workspace"),
+    "CONVEYOR_PLANE_BOT_ACTOR_ID": ("trackers", "plane", "bot_actor_id"),
+}
+
+
+def load_settings(env: Mapping[str, str] | None = None, path: str | Path | None = None) -> Settings:
+    """Read the config file (optional) and env overrides; raise ConfigError on a bad value."""
+    env = os.environ if env is None else env
+    data = _read_toml(Path(path or env.get("CONVEYOR_CONFIG") or DEFAULT_CONFIG_PATH), env)
+    for var, keys in ENV_OVERRIDES.items():
+        if var in env:
+            _put(data, keys, env[var])
+    return settings_from_dict(data)
+
+
+def settings_from_dict(data: Mapping[str, Any]) -> Settings:
+    """Validate a plain dict (as read from TOML) into Settings."""
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc)) from None
+
+
+def _read_toml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    if not path.exists():
+        if "CONVEYOR_CONFIG" in env:
+            raise ConfigError(f"CONVEYOR_CONFIG points at {path}, which does not exist")
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _put(data: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(keys[:-1])} must be a table")
+        node = child
+    node[keys[-1]] = value
+
+
+def _hide_password(url: Any) -> Any:
+    """A database URL with its password masked, for reprs and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+
+
+_SECRET_KEYS = {"admin_token", "webhook_secret", "api_key"}
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One readable line for the first problem: key, what is allowed, what was given."""
+    err = exc.errors()[0]
+    loc = ".".join(str(part) for part in err["loc"])
+    last = str(err["loc"][-1]) if err["loc"] else ""
+    given = "<hidden>" if last in _SECRET_KEYS else repr(err.get("input"))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{loc} is not a known setting (check the spelling; see README's configuration)"
+    if kind == "missing":
+        return f"{loc} is required"
+    allowed = _allowed(err)
+    return f"{loc} must be {allowed}, got {given}"
+
+
+def _allowed(err: Any) -> str:
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    bounds = _BOUNDS.get(".".join(str(p) for p in err["loc"] if not isinstance(p, int)))
+    if bounds and kind in {
+        "float_parsing",
+        "int_parsing",
+        "greater_than_equal",
+        "less_than_equal",
+        "float_type",
+        "int_type",
+        "int_from_float",
+    }:
+        low, high, what = bounds
+        return f"{what} from {low} to {high}"
+    if kind.startswith("bool"):
+        return "true or false"
+    if kind == "literal_error":
+        return f"one of {ctx.get('expected')}"
+    if kind == "string_pattern_mismatch":
+        return "letters, digits, '.', '_' or '-' only"
+    if kind == "string_type":
+        return "a string"
+    if kind in {"list_type", "dict_type"}:
+        return "a list" if kind == "list_type" else "a table"
+    return str(err.get("msg", "valid")).lower()
+
+
+def _collect_bounds() -> dict[str, tuple[Any, Any, str]]:
+    out: dict[str, tuple[Any, Any, str]] = {}
+    sections: dict[str, type[BaseModel]] = {
+        "server": ServerSettings,
+        "workers": WorkerSettings,
+        "stop": StopSettings,
+        "repos": RepoSettings,
+    }
+    for prefix, model in sections.items():
+        for name, info in model.model_fields.items():
+            low = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+            high = next((m.le for m in info.metadata if hasattr(m, "le")), None)
+            if low is not None and high is not None:
+                what = "an integer" if info.annotation is int else "a number"
+                out[f"{prefix}.{name}"] = (low, high, what)
+    return out
+
+
+_BOUNDS = _collect_bounds()

@@ -1,0 +1,155 @@
+"""`GET /queue` read from the store in a handful of indexed queries."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from state.models import ALL_STAGES, JobStatus, Stage, StopStatus
+from state.schema import jobs, pending_cleanups, stop_records, tasks
+from state.store import original_key
+
+RECENT_LIMIT = 10
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as an ISO 8601 UTC string."""
+    return (
+        None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    )
+
+
+def queue_summary(conn: Connection, *, stop_enabled: bool, stop_repos: list[str]) -> dict[str, Any]:
+    """The whole `/queue` document."""
+    return {
+        "tasks": _stage_counts(conn),
+        "jobs": _job_counts(conn),
+        "running": _running(conn),
+        "stop": {
+            "enabled": stop_enabled,
+            "repos": list(stop_repos),
+            "deferred": _deferred(conn),
+            "in_progress": _in_progress(conn),
+            "cleanup_pending": _cleanup_pending(conn),
+            "recent": _recent(conn),
+        },
+    }
+
+
+def _stage_counts(conn: Connection) -> dict[str, int]:
+    counts = dict.fromkeys((s.value for s in ALL_STAGES), 0)
+    for stage, n in conn.execute(select(tasks.c.stage, func.count()).group_by(tasks.c.stage)):
+        counts[stage] = int(n)
+    return counts
+
+
+def _job_counts(conn: Connection) -> dict[str, int]:
+    counts = dict.fromkeys((s.value for s in JobStatus), 0)
+    for status, n in conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)):
+        counts[status] = int(n)
+    return counts
+
+
+def _running(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(tasks.c.key, jobs.c.id, jobs.c.stage, jobs.c.pid, jobs.c.started_at)
+        .join(tasks, tasks.c.id == jobs.c.task_id)
+        .where(jobs.c.status == JobStatus.RUNNING.value)
+        .order_by(jobs.c.id)
+    )
+    return [
+        {
+            "task": original_key(r.key),
+            "job": r.id,
+            "stage": r.stage,
+            "pid": r.pid,
+            "started_at": iso(r.started_at),
+        }
+        for r in rows
+    ]
+
+
+def _stops(conn: Connection, status: StopStatus) -> Any:
+    return conn.execute(
+        select(tasks.c.key, tasks.c.stage, stop_records)
+        .join(tasks, tasks.c.id == stop_records.c.task_id)
+        .where(stop_records.c.status == status.value)
+        .order_by(stop_records.c.requested_at)
+    )
+
+
+def _deferred(conn: Connection) -> list[dict[str, Any]]:
+    return [
+        {
+            "task": original_key(r.key),
+            "stop_id": r.id,
+            "requested_at": iso(r.requested_at),
+            "window": r.window or r.stage,
+            "by": r.requested_by,
+        }
+        for r in _stops(conn, StopStatus.DEFERRED)
+    ]
+
+
+def _in_progress(conn: Connection) -> list[dict[str, Any]]:
+    return [
+        {
+            "task": original_key(r.key),
+            "stop_id": r.id,
+            "requested_at": iso(r.requested_at),
+            "steps": sorted(json.loads(r.steps or "{}")),
+            "by": r.requested_by,
+        }
+        for r in _stops(conn, StopStatus.OPEN)
+    ]
+
+
+def _cleanup_pending(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(tasks.c.key, pending_cleanups)
+        .join(tasks, tasks.c.id == pending_cleanups.c.task_id)
+        .where(pending_cleanups.c.status == "pending")
+        .order_by(pending_cleanups.c.id)
+    )
+    return [
+        {
+            "task": original_key(r.key),
+            "step": r.step,
+            "attempts": r.attempts,
+            "last_error": r.last_error,
+            "next_attempt_at": iso(r.next_attempt_at),
+        }
+        for r in rows
+    ]
+
+
+def _recent(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(
+            tasks.c.key,
+            tasks.c.outcome,
+            tasks.c.cancelled_at,
+            stop_records.c.requested_by,
+            stop_records.c.id,
+        )
+        .join(stop_records, stop_records.c.task_id == tasks.c.id)
+        .where(tasks.c.cancelled_at.is_not(None), stop_records.c.status == StopStatus.DONE.value)
+        .order_by(tasks.c.cancelled_at.desc())
+        .limit(RECENT_LIMIT)
+    )
+    return [
+        {
+            "task": original_key(r.key),
+            "outcome": r.outcome,
+            "cancelled_at": iso(r.cancelled_at),
+            "by": r.requested_by,
+            "stop_id": r.id,
+        }
+        for r in rows
+    ]
+
+
+__all__ = ["queue_summary", "iso", "Stage"]

@@ -1,0 +1,169 @@
+"""The tables (SQLAlchemy Core). Times are UTC epoch seconds (floats): portable and
+cheap to compare on both SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tracker", String(32), nullable=False),
+    Column("issue_id", String(200), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("project_id", String(200)),
+    Column("repo", String(200), nullable=False),
+    Column("title", Text, nullable=False, server_default=""),
+    Column("stage", String(32), nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("branch", String(300)),
+    Column("branch_sha", String(64)),  # the head conveyor last pushed/recorded
+    Column("worktree_path", Text),
+    Column("blocked_reason", Text),
+    Column("awaiting_confirm", Integer, nullable=False, server_default="0"),
+    Column("merge_initiated_at", Float),
+    Column("merged_at", Float),
+    Column("merge_sha", String(64)),
+    Column("cancel_requested_at", Float),
+    Column("cancelled_at", Float),
+    Column("done_at", Float),
+    Column("outcome", String(64)),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("tracker", "issue_id"),
+    Index(None, "stage"),
+    Index(None, "key"),
+    Index(None, "cancelled_at"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
+    Column("stage", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # queued running succeeded failed cancelled
+    Column("attempt", Integer, nullable=False, server_default="1"),
+    Column("run_id", String(64)),
+    Column("worker_id", String(200)),
+    Column("pid", Integer),
+    Column("pgid", Integer),
+    Column("proc_start_time", BigInteger),
+    Column("run_after", Float, nullable=False),
+    Column("lease_expires_at", Float),
+    Column("heartbeat_at", Float),
+    Column("exit_code", Integer),
+    Column("error", Text),
+    Column("log_path", Text),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Index(None, "status", "run_after"),
+    Index(None, "task_id", "status"),
+)
+
+stop_records = Table(
+    "stop_records",
+    metadata,
+    Column("id", String(64), primary_key=True),  # stop_id
+    Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
+    Column("job_id", Integer),
+    Column("run_id", String(64)),  # the attempt this stop targets
+    Column("status", String(16), nullable=False),  # open deferred done superseded noop
+    Column("requested_at", Float, nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("correlation_id", String(200)),
+    Column("outcome", String(64)),
+    Column("window", String(16)),
+    Column("steps", Text, nullable=False, server_default="{}"),  # JSON: step -> result
+    Column("notified_at", Float),
+    Column("closed_at", Float),
+    Index(None, "status"),
+    Index(None, "task_id"),
+    # One open stop per task: concurrent STOPs converge on one record and one stop_id.
+    Index(
+        "uq_stop_records_open_task",
+        "task_id",
+        unique=True,
+        sqlite_where=text("status IN ('open', 'deferred')"),
+        postgresql_where=text("status IN ('open', 'deferred')"),
+    ),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, ForeignKey("tasks.id")),
+    Column("at", Float, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("actor", String(200)),
+    Column("stop_id", String(64)),
+    Column("detail", Text, nullable=False, server_default="{}"),
+    Index(None, "task_id", "at"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tracker", String(32), nullable=False),
+    Column("dedup_key", String(200), nullable=False),
+    Column("delivery_id", String(200)),
+    Column("received_at", Float, nullable=False),
+    Column("outcome", String(32)),
+    Column("reason", String(200)),
+    Column("task_id", Integer),
+    UniqueConstraint("tracker", "dedup_key"),
+)
+
+merge_leases = Table(
+    "merge_leases",
+    metadata,
+    Column("repo", String(200), primary_key=True),
+    Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+pending_cleanups = Table(
+    "pending_cleanups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
+    Column("stop_id", String(64)),
+    Column("step", String(32), nullable=False),  # worktree | remote_branch
+    Column("status", String(16), nullable=False),  # pending done conflict
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("detail", Text, nullable=False, server_default="{}"),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("resolved_at", Float),
+    UniqueConstraint("task_id", "step"),
+    Index(None, "status", "next_attempt_at"),
+)

@@ -1,0 +1,214 @@
+"""Stop records, pending cleanups and webhook deliveries."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from state.models import OPEN_STOP_STATUSES, StopRecord, StopStatus
+from state.schema import pending_cleanups, stop_records, webhook_deliveries
+from state.store import insert_ignore
+
+# -- stop records -----------------------------------------------------------------------
+
+
+def open_stop(conn: Connection, task_id: int) -> StopRecord | None:
+    """The task's open (or deferred) stop, if any: there is at most one."""
+    row = conn.execute(
+        select(stop_records).where(
+            stop_records.c.task_id == task_id, stop_records.c.status.in_(OPEN_STOP_STATUSES)
+        )
+    ).first()
+    return StopRecord.from_row(row) if row else None
+
+
+def insert_stop(
+    conn: Connection,
+    *,
+    task_id: int,
+    status: StopStatus,
+    now: float,
+    requested_by: str,
+    reason: str,
+    correlation_id: str | None,
+    job_id: int | None,
+    run_id: str | None,
+    window: str | None = None,
+    outcome: str | None = None,
+) -> tuple[StopRecord, bool]:
+    """Record a stop; (record, True) if new, (the open one, False) if one was already open."""
+    stop_id = uuid.uuid4().hex
+    values = dict(
+        id=stop_id,
+        task_id=task_id,
+        status=status.value,
+        requested_at=now,
+        requested_by=requested_by,
+        reason=reason,
+        correlation_id=correlation_id,
+        job_id=job_id,
+        run_id=run_id,
+        window=window,
+        outcome=outcome,
+        closed_at=now if status not in (StopStatus.OPEN, StopStatus.DEFERRED) else None,
+    )
+    row = conn.execute(
+        insert_ignore(conn, stop_records).values(**values).returning(stop_records)
+    ).first()
+    if row is not None:
+        return StopRecord.from_row(row), True
+    existing = open_stop(conn, task_id)
+    if existing is None:  # pragma: no cover - the unique index allows no other conflict
+        raise RuntimeError("stop insert conflicted but no open stop exists")
+    return existing, False
+
+
+def get_stop(conn: Connection, stop_id: str) -> StopRecord | None:
+    row = conn.execute(select(stop_records).where(stop_records.c.id == stop_id)).first()
+    return StopRecord.from_row(row) if row else None
+
+
+def stops_for_task(conn: Connection, task_id: int) -> list[StopRecord]:
+    rows = conn.execute(
+        select(stop_records)
+        .where(stop_records.c.task_id == task_id)
+        .order_by(stop_records.c.requested_at)
+    )
+    return [StopRecord.from_row(r) for r in rows]
+
+
+def stops_with_status(conn: Connection, status: StopStatus) -> list[StopRecord]:
+    rows = conn.execute(
+        select(stop_records)
+        .where(stop_records.c.status == status.value)
+        .order_by(stop_records.c.requested_at)
+    )
+    return [StopRecord.from_row(r) for r in rows]
+
+
+def update_stop(
+    conn: Connection, stop_id: str, *, expect: StopStatus | None = None, **changes: Any
+) -> bool:
+    """Change a stop record; with `expect`, only if it still has that status."""
+    query = update(stop_records).where(stop_records.c.id == stop_id)
+    if expect is not None:
+        query = query.where(stop_records.c.status == expect.value)
+    if "status" in changes and isinstance(changes["status"], StopStatus):
+        changes["status"] = changes["status"].value
+    return conn.execute(query.values(**changes)).rowcount == 1
+
+
+def stop_steps(record: StopRecord) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(record.steps or "{}")
+    return loaded
+
+
+def mark_step(conn: Connection, stop_id: str, step: str, result: Any) -> None:
+    """Record that a reset step finished, so a resumed reset never does it twice."""
+    current = get_stop(conn, stop_id)
+    steps = stop_steps(current) if current else {}
+    steps[step] = result
+    conn.execute(
+        update(stop_records)
+        .where(stop_records.c.id == stop_id)
+        .values(steps=json.dumps(steps, sort_keys=True, default=str))
+    )
+
+
+# -- pending cleanups -------------------------------------------------------------------
+
+
+def add_cleanup(
+    conn: Connection,
+    *,
+    task_id: int,
+    stop_id: str | None,
+    step: str,
+    detail: dict[str, Any],
+    error: str,
+    now: float,
+    retry_at: float,
+) -> None:
+    """Keep a failed outside step for the finalizer to retry (one row per task and step)."""
+    conn.execute(
+        insert_ignore(conn, pending_cleanups).values(
+            task_id=task_id,
+            stop_id=stop_id,
+            step=step,
+            status="pending",
+            attempts=1,
+            last_error=error,
+            detail=json.dumps(detail, default=str),
+            next_attempt_at=retry_at,
+            created_at=now,
+        )
+    )
+
+
+def due_cleanups(conn: Connection, now: float, limit: int = 50) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(pending_cleanups)
+        .where(pending_cleanups.c.status == "pending", pending_cleanups.c.next_attempt_at <= now)
+        .order_by(pending_cleanups.c.next_attempt_at)
+        .limit(limit)
+    )
+    return [{**r._mapping, "detail": json.loads(r.detail)} for r in rows]
+
+
+def settle_cleanup(
+    conn: Connection, cleanup_id: int, status: str, now: float, note: str | None = None
+) -> None:
+    """Close a cleanup: `done`, or `conflict` (someone else's push: never deleted)."""
+    conn.execute(
+        update(pending_cleanups)
+        .where(pending_cleanups.c.id == cleanup_id)
+        .values(status=status, resolved_at=now, last_error=note)
+    )
+
+
+def retry_cleanup_later(
+    conn: Connection, cleanup_id: int, attempts: int, error: str, retry_at: float
+) -> None:
+    conn.execute(
+        update(pending_cleanups)
+        .where(pending_cleanups.c.id == cleanup_id)
+        .values(attempts=attempts, last_error=error, next_attempt_at=retry_at)
+    )
+
+
+def cleanups_for_task(conn: Connection, task_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(select(pending_cleanups).where(pending_cleanups.c.task_id == task_id))
+    return [{**r._mapping, "detail": json.loads(r.detail)} for r in rows]
+
+
+# -- webhook deliveries -----------------------------------------------------------------
+
+
+def record_delivery(
+    conn: Connection, tracker: str, dedup_key: str, delivery_id: str | None, now: float
+) -> int | None:
+    """Remember a delivery by its content key; None if it was seen before (a duplicate)."""
+    row = conn.execute(
+        insert_ignore(conn, webhook_deliveries)
+        .values(tracker=tracker, dedup_key=dedup_key, delivery_id=delivery_id, received_at=now)
+        .returning(webhook_deliveries.c.id)
+    ).first()
+    return int(row[0]) if row else None
+
+
+def settle_delivery(
+    conn: Connection, delivery_row: int, outcome: str, reason: str | None, task_id: int | None
+) -> None:
+    conn.execute(
+        update(webhook_deliveries)
+        .where(webhook_deliveries.c.id == delivery_row)
+        .values(outcome=outcome, reason=reason, task_id=task_id)
+    )
+
+
+def forget_delivery(conn: Connection, delivery_row: int) -> None:
+    """Drop a delivery we could not act on (so the tracker's retry is not a duplicate)."""
+    conn.execute(webhook_deliveries.delete().where(webhook_deliveries.c.id == delivery_row))

@@ -1,0 +1,241 @@
+"""The store: transactions, tasks with compare-and-set, and tombstones.
+
+Functions take a `Connection` so that callers compose several of them into one
+transaction; `Store` hands out those transactions (and runs them off the event loop).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from sqlalchemy import Connection, Engine, Insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+
+from state.errors import StaleVersionError, StoreError
+from state.models import NewTask, Stage, Task
+from state.schema import audit_events, tasks
+
+T = TypeVar("T")
+TOMBSTONE_RE = re.compile(r"^(?P<original>.*)#cancelled-(?P<task_id>\d+)$", re.DOTALL)
+
+
+class Store:
+    """Hands out transactions on one engine; `run` executes one off the event loop."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction (IMMEDIATE on SQLite)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (never takes SQLite's write lock)."""
+        try:
+            with self.engine.connect() as raw:
+                conn = raw.execution_options(readonly=True)
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
+
+    def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(conn, *args, **kwargs)` in one write transaction."""
+        with self.begin() as conn:
+            return fn(conn, *args, **kwargs)
+
+    def query(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self.read() as conn:
+            return fn(conn, *args, **kwargs)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(conn, *args, **kwargs)` in a write transaction, in a worker thread."""
+        return await anyio.to_thread.run_sync(partial(self.write, fn, *args, **kwargs))
+
+    async def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(self.query, fn, *args, **kwargs))
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def insert_ignore(conn: Connection, table: Any) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING for the connection's dialect."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
+
+
+# -- tasks -----------------------------------------------------------------------------
+
+
+class DuplicateTaskError(StoreError):
+    """A live task already exists for this (tracker, issue_id)."""
+
+
+def insert_task(conn: Connection, new: NewTask, now: float) -> Task:
+    """Create a task; a live one for the same ticket raises DuplicateTaskError."""
+    values = dict(
+        tracker=new.tracker,
+        issue_id=new.issue_id,
+        key=new.key,
+        repo=new.repo,
+        title=new.title,
+        project_id=new.project_id,
+        stage=new.stage.value,
+        version=1,
+        created_at=now,
+        updated_at=now,
+        **new.extra,
+    )
+    row = conn.execute(insert_ignore(conn, tasks).values(**values).returning(tasks)).first()
+    if row is None:
+        raise DuplicateTaskError(f"a live task exists for {new.tracker}:{new.issue_id}")
+    return Task.from_row(row)
+
+
+def get_task(conn: Connection, task_id: int) -> Task | None:
+    row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
+    return Task.from_row(row) if row else None
+
+
+def live_task_for_issue(conn: Connection, tracker: str, issue_id: str) -> Task | None:
+    """The ticket's task under its untombstoned key, if any (terminal `done` included)."""
+    row = conn.execute(
+        select(tasks).where(tasks.c.tracker == tracker, tasks.c.issue_id == issue_id)
+    ).first()
+    return Task.from_row(row) if row else None
+
+
+def find_task(conn: Connection, ref: str) -> Task | None:
+    """A task by id, issue id or key: the live one first, else the newest tombstoned."""
+    ref = ref.strip()
+    if ref.isdigit():
+        task = get_task(conn, int(ref))
+        if task:
+            return task
+    pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#cancelled-%"
+    row = conn.execute(
+        select(tasks)
+        .where(
+            or_(
+                tasks.c.issue_id == ref,
+                tasks.c.key == ref,
+                tasks.c.issue_id.like(pattern, escape="\\"),
+            )
+        )
+        .order_by((tasks.c.issue_id == ref).desc(), tasks.c.id.desc())
+        .limit(1)
+    ).first()
+    return Task.from_row(row) if row else None
+
+
+def update_task(conn: Connection, task: Task, now: float, **changes: Any) -> Task:
+    """Compare-and-set on `version`; raises StaleVersionError when someone else won."""
+    values = {k: (v.value if isinstance(v, Stage) else v) for k, v in changes.items()}
+    row = conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task.id, tasks.c.version == task.version)
+        .values(**values, version=task.version + 1, updated_at=now)
+        .returning(tasks)
+    ).first()
+    if row is None:
+        raise StaleVersionError(f"task {task.id} changed since version {task.version}")
+    return Task.from_row(row)
+
+
+def tombstone_key(issue_id: str, task_id: int) -> str:
+    return f"{issue_id}#cancelled-{task_id}"
+
+
+def parse_tombstone(value: str) -> tuple[str, int] | None:
+    """(original key, task id) of a tombstoned key, or None if it is not one."""
+    match = TOMBSTONE_RE.match(value)
+    return (match["original"], int(match["task_id"])) if match else None
+
+
+def tombstone_task_keys(conn: Connection, task: Task, now: float) -> Task:
+    """Free the ticket's natural keys so a new task can be made for it (idempotent)."""
+    if parse_tombstone(task.issue_id):
+        return task
+    return update_task(
+        conn,
+        task,
+        now,
+        issue_id=tombstone_key(task.issue_id, task.id),
+        key=tombstone_key(task.key, task.id),
+    )
+
+
+def original_key(value: str) -> str:
+    parsed = parse_tombstone(value)
+    return parsed[0] if parsed else value
+
+
+# -- audit ------------------------------------------------------------------------------
+
+
+def add_event(
+    conn: Connection,
+    task_id: int | None,
+    kind: str,
+    now: float,
+    *,
+    actor: str | None = None,
+    stop_id: str | None = None,
+    **detail: Any,
+) -> None:
+    """Append one audit event to the task's trail."""
+    conn.execute(
+        audit_events.insert().values(
+            task_id=task_id,
+            kind=kind,
+            at=now,
+            actor=actor,
+            stop_id=stop_id,
+            detail=json.dumps(detail, default=str, sort_keys=True),
+        )
+    )
+
+
+def events_for_task(conn: Connection, task_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(audit_events).where(audit_events.c.task_id == task_id).order_by(audit_events.c.id)
+    )
+    return [
+        {
+            "at": r.at,
+            "kind": r.kind,
+            "actor": r.actor,
+            "stop_id": r.stop_id,
+            "detail": json.loads(r.detail),
+        }
+        for r in rows
+    ]

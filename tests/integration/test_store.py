@@ -1,0 +1,174 @@
+"""The store on real SQLite and real PostgreSQL: migrations, CAS races, tombstones,
+deduplication and the one-open-stop rule."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import inspect
+
+from state import jobs, stops
+from state.db import current_revision, make_engine, upgrade
+from state.errors import StaleVersionError
+from state.models import JobStatus, NewTask, Stage, StopStatus
+from state.store import (
+    DuplicateTaskError,
+    Store,
+    find_task,
+    get_task,
+    insert_task,
+    live_task_for_issue,
+    parse_tombstone,
+    tombstone_key,
+    tombstone_task_keys,
+    update_task,
+)
+
+NOW = 1_700_000_000.0
+TABLES = {
+    "tasks",
+    "jobs",
+    "stop_records",
+    "audit_events",
+    "webhook_deliveries",
+    "merge_leases",
+    "pending_cleanups",
+}
+
+
+def new_task(issue: str = "iss-1", key: str = "APP-1") -> NewTask:
+    return NewTask(tracker="plane", issue_id=issue, key=key, repo="app", title="Fix it")
+
+
+def test_migrations_from_empty(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)  # a second run on a migrated database is a no-op
+    assert current_revision(engine) == "0001"
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    engine.dispose()
+
+
+def test_migrations_from_a_truly_empty_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'dir' / 'c.db'}")
+    assert current_revision(engine) is None
+    upgrade(engine)
+    assert current_revision(engine) == "0001"
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    engine.dispose()
+
+
+def test_tombstone_round_trip(store: Store) -> None:
+    task = store.write(insert_task, new_task(), NOW)
+    dead = store.write(tombstone_task_keys, task, NOW + 1)
+    assert dead.issue_id == f"iss-1#cancelled-{task.id}"
+    assert parse_tombstone(dead.issue_id) == ("iss-1", task.id)
+    assert parse_tombstone(dead.key) == ("APP-1", task.id)
+    assert parse_tombstone("iss-1") is None
+    assert store.write(tombstone_task_keys, dead, NOW + 2) == dead  # idempotent
+    fresh = store.write(insert_task, new_task(), NOW + 3)  # the ticket can start again
+    assert fresh.id != task.id
+    assert store.query(live_task_for_issue, "plane", "iss-1").id == fresh.id  # type: ignore[union-attr]
+    assert store.query(find_task, "APP-1").id == fresh.id  # type: ignore[union-attr]
+    assert store.query(find_task, str(task.id)).id == task.id  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("issue", ["x#cancelled-3", "a#b", "ünï code", "PROJ-42"])
+def test_tombstone_parser_gets_the_original_back(issue: str) -> None:
+    assert parse_tombstone(tombstone_key(issue, 17)) == (issue, 17)
+
+
+def test_one_live_task_per_ticket(store: Store) -> None:
+    store.write(insert_task, new_task(), NOW)
+    with pytest.raises(DuplicateTaskError):
+        store.write(insert_task, new_task(), NOW)
+
+
+def test_compare_and_set_reports_a_lost_race(store: Store) -> None:
+    task = store.write(insert_task, new_task(), NOW)
+    store.write(update_task, task, NOW, stage=Stage.IMPLEMENTATION)
+    with pytest.raises(StaleVersionError):
+        store.write(update_task, task, NOW, stage=Stage.CANCELLED)
+    assert store.query(get_task, task.id).stage is Stage.IMPLEMENTATION  # type: ignore[union-attr]
+
+
+def test_concurrent_updates_exactly_one_wins(store: Store) -> None:
+    task = store.write(insert_task, new_task(), NOW)
+    barrier = threading.Barrier(2)
+
+    def attempt(stage: Stage) -> str:
+        barrier.wait()
+        try:
+            store.write(update_task, task, NOW, stage=stage)
+            return "won"
+        except StaleVersionError:
+            return "lost"
+
+    for _ in range(10):
+        task = store.query(get_task, task.id)  # type: ignore[assignment]
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(attempt, [Stage.CANCELLED, Stage.IMPLEMENTATION]))
+        assert sorted(results) == ["lost", "won"]
+        after = store.query(get_task, task.id)
+        assert after is not None and after.version == task.version + 1
+
+
+def test_delivery_dedup_lives_in_the_database(store: Store) -> None:
+    assert store.write(stops.record_delivery, "plane", "k1", "d1", NOW) is not None
+    assert store.write(stops.record_delivery, "plane", "k1", "d2", NOW) is None
+    assert store.write(stops.record_delivery, "plane", "k2", "d2", NOW) is not None
+
+
+def test_one_open_stop_per_task(store: Store) -> None:
+    task = store.write(insert_task, new_task(), NOW)
+
+    def stop() -> str:
+        rec, _ = store.write(
+            lambda c: stops.insert_stop(
+                c,
+                task_id=task.id,
+                status=StopStatus.OPEN,
+                now=NOW,
+                requested_by="t",
+                reason="",
+                correlation_id=None,
+                job_id=None,
+                run_id=None,
+            )
+        )
+        return rec.id
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(lambda _: stop(), range(16)))
+    assert len(ids) == 1
+    assert len(store.query(stops.stops_for_task, task.id)) == 1
+
+
+def test_job_claim_is_exclusive_and_cancel_is_final(store: Store) -> None:
+    task = store.write(insert_task, new_task(), NOW)
+    for _ in range(5):
+        store.write(jobs.enqueue_job, task.id, "analysis", NOW)
+    with ThreadPoolExecutor(4) as pool:
+        claimed = list(
+            pool.map(lambda i: store.write(jobs.claim_next_job, f"w{i}", NOW, 30), range(8))
+        )
+    ids = [j.id for j in claimed if j is not None]
+    assert len(ids) == len(set(ids)) == 5
+    job = next(j for j in claimed if j is not None)
+    assert store.write(jobs.cancel_task_jobs, task.id, NOW) == 5
+    assert not store.write(jobs.finish_job, job.id, job.run_id, JobStatus.SUCCEEDED, NOW)
+    assert not store.write(jobs.requeue_expired, job, NOW + 1000)
+    assert store.query(jobs.get_job, job.id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+
+
+def test_merge_lease_is_one_per_repo(store: Store) -> None:
+    a = store.write(insert_task, new_task("a", "APP-1"), NOW)
+    b = store.write(insert_task, new_task("b", "APP-2"), NOW)
+    assert store.write(jobs.acquire_lease, "app", a.id, NOW, 60)
+    assert not store.write(jobs.acquire_lease, "app", b.id, NOW, 60)
+    assert store.write(jobs.acquire_lease, "app", a.id, NOW + 1, 60)  # renew
+    assert store.write(jobs.release_lease, a.id) == 1
+    assert store.write(jobs.acquire_lease, "app", b.id, NOW, 60)
