@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def all_routes() -> list[BaseRoute]:
-    return [*health.routes]
+    from bot.routes import plane, tasks
+
+    return [*health.routes, *plane.routes, *tasks.routes]
 
 
 def create_app(

@@ -261,3 +261,55 @@ def reap_expired_leases(conn: Connection, now: float) -> int:
     return int(
         conn.execute(delete(merge_leases).where(merge_leases.c.expires_at < now, terminal)).rowcount
     )
+
+
+def defer_job(conn: Connection, job: Job, run_after: float) -> bool:
+    """Hand a claimed job back to the queue untouched (waiting for the merge lease)."""
+    result = conn.execute(
+        update(jobs)
+        .where(_running(job.id, job.run_id or ""))
+        .values(
+            status=JobStatus.QUEUED.value,
+            run_id=None,
+            worker_id=None,
+            run_after=run_after,
+            lease_expires_at=None,
+            started_at=None,
+        )
+    )
+    return result.rowcount == 1
+
+
+def requeue_interrupted(conn: Connection, job: Job, now: float) -> bool:
+    """A running job whose worker went away (shutdown, crash) goes back to the queue,
+    unless its task is being stopped: then the reset settles it."""
+    open_stop = exists().where(
+        stop_records.c.task_id == jobs.c.task_id, stop_records.c.status.in_(OPEN_STOP_STATUSES)
+    )
+    result = conn.execute(
+        update(jobs)
+        .where(_running(job.id, job.run_id or ""), ~open_stop)
+        .values(
+            status=JobStatus.QUEUED.value,
+            run_id=None,
+            worker_id=None,
+            pid=None,
+            pgid=None,
+            proc_start_time=None,
+            lease_expires_at=None,
+            run_after=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+def overdue_jobs(conn: Connection, started_before: float) -> list[Job]:
+    """Running jobs started before the cut-off (the watchdog's candidates)."""
+    rows = conn.execute(
+        select(jobs).where(
+            jobs.c.status == JobStatus.RUNNING.value,
+            jobs.c.started_at < started_before,
+            jobs.c.pgid.is_not(None),
+        )
+    )
+    return [Job.from_row(r) for r in rows]

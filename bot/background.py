@@ -1,0 +1,115 @@
+"""Start-up reconciliation, the worker pool and the scheduler, as one context."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot import finalizer, stopplane
+from bot.services import Services
+from bot.workers import WorkerPool, worker_prefix
+from integrations.processes import ProcessRef, group_alive, stop_process_group
+from state import jobs, stops
+from state.models import Job, StopStatus
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_SECONDS = 5.0
+
+
+@contextlib.asynccontextmanager
+async def started(svc: Services) -> AsyncIterator[None]:
+    """Reconcile, then run workers and the scheduler until the app stops."""
+    await reconcile(svc)
+    pool = WorkerPool(svc)
+    svc.extras["workers"] = pool
+    scheduler = build_scheduler(svc)
+    scheduler.start()
+    await pool.start()
+    try:
+        yield
+    finally:
+        scheduler.shutdown(wait=False)
+        await pool.stop()
+
+
+def build_scheduler(svc: Services) -> AsyncIOScheduler:
+    """APScheduler 3 with fixed job ids: finalizer, reaper, watchdog."""
+    scheduler = AsyncIOScheduler(
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
+    )
+    every = svc.settings.stop.finalizer_interval_seconds
+    scheduler.add_job(
+        finalizer.finalizer_tick,
+        "interval",
+        seconds=every,
+        args=[svc],
+        id="conveyor.finalizer",
+        replace_existing=True,
+    )
+    scheduler.add_job(
+        finalizer.reaper_tick,
+        "interval",
+        seconds=max(1.0, svc.settings.workers.lease_seconds / 3),
+        args=[svc],
+        id="conveyor.reaper",
+        replace_existing=True,
+    )
+    scheduler.add_job(
+        finalizer.watchdog_tick,
+        "interval",
+        seconds=WATCHDOG_SECONDS,
+        args=[svc],
+        id="conveyor.watchdog",
+        replace_existing=True,
+    )
+    return scheduler
+
+
+async def reconcile(svc: Services) -> None:
+    """Nothing stays "running" forever: settle jobs a dead server left, resume resets."""
+    for job in await svc.store.run_read(jobs.running_jobs):
+        if _orphaned(job):
+            await _settle_orphan(svc, job)
+    for rec in await svc.store.run_read(stops.stops_with_status, StopStatus.OPEN):
+        log.info("resuming reset", extra={"stop_id": rec.id})
+        stopplane.launch_reset(svc, rec.id)
+
+
+def _orphaned(job: Job) -> bool:
+    # Jobs of another live conveyor process (PostgreSQL, same host) are not ours to
+    # settle; a worker id naming a process that is gone, or another host's expired
+    # lease (handled by the reaper), is.
+    worker = job.worker_id or ""
+    if worker.startswith(worker_prefix()):
+        return False
+    parts = worker.split(":")
+    if len(parts) >= 2 and parts[0] == worker_prefix().split(":")[0] and parts[1].isdigit():
+        return not _pid_alive(int(parts[1]))
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _settle_orphan(svc: Services, job: Job) -> None:
+    if job.pgid and group_alive(job.pgid):
+        ref = ProcessRef(job.pid or 0, job.pgid, job.proc_start_time or 0)
+        report = await stop_process_group(ref, svc.settings.stop.grace_seconds)
+        log.info("orphaned agent stopped", extra={"job": job.id, "outcome": report.outcome.value})
+    requeued = await svc.store.run(jobs.requeue_interrupted, job, svc.clock.now())
+    log.info(
+        "interrupted job settled",
+        extra={"job": job.id, "outcome": "requeued" if requeued else "left"},
+    )

@@ -1,0 +1,327 @@
+"""Running one claimed job: re-check, then the agent stage (worktree, process, push) or
+the built-in merge/deploy step, then settle the outcome with a compare-and-set."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from bot import releasing
+from bot.gitops import off_loop, repo_spec
+from bot.services import Services
+from integrations import git
+from integrations.errors import IntegrationError
+from integrations.processes import AgentProcess, spawn_agent, stop_process_group
+from state import jobs
+from state.errors import StaleVersionError
+from state.machine import Trigger, decide
+from state.models import AGENT_STAGES, Job, JobStatus, Stage, Task
+from state.store import add_event, get_task, update_task
+
+if TYPE_CHECKING:
+    from bot.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+async def execute(svc: Services, pool: WorkerPool, job: Job) -> None:
+    """Run a claimed job, unless a stop (or anything else) got there first."""
+    task = await svc.store.run_read(_still_runnable, job)
+    if task is None:
+        log.info("job not started: task stopping or job taken", extra={"job": job.id})
+        return
+    if job.stage in {s.value for s in AGENT_STAGES}:
+        await run_agent_stage(svc, pool, job, task)
+    elif job.stage == Stage.MERGE.value:
+        from bot import merging
+
+        await merging.run_merge(svc, job, task)
+    elif job.stage == Stage.DEPLOY.value:
+        from bot import merging
+
+        await merging.run_deploy(svc, pool, job, task)
+    else:
+        await svc.store.run(
+            jobs.finish_job,
+            job.id,
+            job.run_id or "",
+            JobStatus.FAILED,
+            svc.clock.now(),
+            error=f"unknown stage {job.stage}",
+        )
+
+
+def _still_runnable(conn: Connection, job: Job) -> Task | None:
+    # The re-check right before spawning: a stop may have landed since the claim.
+    current = jobs.get_job(conn, job.id)
+    task = get_task(conn, job.task_id)
+    if current is None or current.status is not JobStatus.RUNNING or current.run_id != job.run_id:
+        return None
+    if task is None or task.terminal or task.cancel_requested_at is not None:
+        return None
+    return task
+
+
+# -- agent stages --------------------------------------------------------------------------
+
+
+async def run_agent_stage(svc: Services, pool: WorkerPool, job: Job, task: Task) -> None:
+    """Worktree, agent process, push; then advance, retry or block."""
+    try:
+        task = await ensure_worktree(svc, task)
+    except (IntegrationError, StaleVersionError) as exc:
+        await settle(svc, job, task.id, exit_code=None, error=f"worktree: {exc}")
+        return
+    command = getattr(svc.settings.agents, job.stage, "")
+    if not command:
+        await settle(svc, job, task.id, exit_code=0, error=None)
+        return
+    code = await run_process(svc, pool, job, task, command, cwd=task.worktree_path or ".")
+    if code is not None:
+        await settle(svc, job, task.id, exit_code=code, error=None)
+
+
+async def ensure_worktree(svc: Services, task: Task) -> Task:
+    """The task's worktree and branch, made on its first agent stage."""
+    if task.worktree_path and await off_loop(os.path.isdir, task.worktree_path):
+        return task
+    repo = repo_spec(svc, task.repo)
+    try:
+        tree = await off_loop(
+            git.create_worktree, repo, svc.worktrees_root, task.key, git.branch_name(task.key)
+        )
+    except git.UnsafeBranchError:
+        raise
+    except git.GitError:  # a leftover of an earlier task of this ticket: use a fresh name
+        unique = f"{task.key}-{task.id}"
+        tree = await off_loop(
+            git.create_worktree,
+            repo,
+            svc.worktrees_root,
+            unique,
+            git.branch_name(task.key, suffix=str(task.id)),
+        )
+    return await svc.store.run(_record_worktree, task.id, tree, svc.clock.now())
+
+
+def _record_worktree(conn: Connection, task_id: int, tree: git.Worktree, now: float) -> Task:
+    task = get_task(conn, task_id)
+    assert task is not None
+    done = update_task(conn, task, now, worktree_path=str(tree.path), branch=tree.branch)
+    add_event(conn, task_id, "worktree_created", now, path=str(tree.path), branch=tree.branch)
+    return done
+
+
+def agent_env(svc: Services, job: Job, task: Task, cwd: str) -> dict[str, str]:
+    """The agent process contract's environment."""
+    docs = svc.docs_dir(task.key)
+    docs.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "CONVEYOR_TASK_ID": str(task.id),
+        "CONVEYOR_TASK_KEY": task.key,
+        "CONVEYOR_STAGE": job.stage,
+        "CONVEYOR_BRANCH": task.branch or "",
+        "CONVEYOR_WORKTREE": task.worktree_path or cwd,
+        "CONVEYOR_DOCS_DIR": str(docs),
+        "CONVEYOR_ISSUE_TITLE": task.title,
+        "CONVEYOR_RUN_ID": job.run_id or "",
+    }
+
+
+async def run_process(
+    svc: Services, pool: WorkerPool, job: Job, task: Task, command: str, *, cwd: str
+) -> int | None:
+    """Spawn, record, wait with heartbeats; None when the job was taken away (a stop)."""
+    log_path = svc.logs_dir(task.key) / f"{job.id}.log"
+    try:
+        proc = spawn_agent(
+            command, cwd=_path(cwd), env=agent_env(svc, job, task, cwd), log_path=log_path
+        )
+    except IntegrationError as exc:
+        await settle(svc, job, task.id, exit_code=None, error=str(exc))
+        return None
+    pool.register(job, task.id, proc)
+    try:
+        recorded = await svc.store.run(
+            jobs.record_process,
+            job.id,
+            job.run_id or "",
+            pid=proc.ref.pid,
+            pgid=proc.ref.pgid,
+            start_time=proc.ref.start_time,
+            log_path=str(log_path),
+        )
+        if not recorded:  # a stop cancelled the job between the re-check and the spawn
+            await stop_process_group(proc.ref, svc.settings.stop.grace_seconds, reap=proc.poll)
+            return None
+        return await _wait(svc, job, proc)
+    finally:
+        pool.unregister(job.id)
+
+
+async def _wait(svc: Services, job: Job, proc: AgentProcess) -> int | None:
+    settings = svc.settings.workers
+    beat_every = max(0.5, settings.lease_seconds / 3)
+    next_beat = svc.clock.monotonic() + beat_every
+    while (code := proc.poll()) is None:
+        await asyncio.sleep(0.05)
+        if svc.clock.monotonic() >= next_beat:
+            next_beat += beat_every
+            ours = await svc.store.run(
+                jobs.heartbeat, job.id, job.run_id or "", svc.clock.now(), settings.lease_seconds
+            )
+            if not ours:  # cancelled elsewhere (another process's stop): stop our agent
+                await stop_process_group(proc.ref, svc.settings.stop.grace_seconds, reap=proc.poll)
+                return None
+    return code
+
+
+def _path(value: str) -> Any:
+    from pathlib import Path
+
+    return Path(value)
+
+
+# -- settling ------------------------------------------------------------------------------
+
+
+async def settle(
+    svc: Services, job: Job, task_id: int, *, exit_code: int | None, error: str | None
+) -> None:
+    """Exit 0: push and advance; otherwise retry with backoff, then block."""
+    sha = None
+    if exit_code == 0:
+        try:
+            sha = await _push(svc, task_id)
+        except IntegrationError as exc:
+            exit_code, error = None, f"push: {exc}"
+    for _ in range(20):
+        try:
+            after = await svc.store.run(
+                _settle_tx, job, task_id, exit_code, error, sha, svc.clock.now(), _policy(svc)
+            )
+            break
+        except StaleVersionError:
+            continue
+    else:
+        raise StaleVersionError(f"task {task_id} kept changing while settling job {job.id}")
+    svc.wake_workers()
+    if after is not None and after.stage is Stage.DONE:
+        await releasing.after_done(svc, after)
+
+
+async def _push(svc: Services, task_id: int) -> str | None:
+    task = await svc.store.run_read(get_task, task_id)
+    if task is None or task.cancel_requested_at is not None or not task.branch:
+        return None
+    if not task.worktree_path:
+        return None
+    return await off_loop(
+        git.push_branch, repo_spec(svc, task.repo), _path(task.worktree_path), task.branch
+    )
+
+
+def _policy(svc: Services) -> tuple[int, float]:
+    return svc.settings.workers.retries, svc.settings.workers.retry_backoff_seconds
+
+
+def _settle_tx(
+    conn: Connection,
+    job: Job,
+    task_id: int,
+    exit_code: int | None,
+    error: str | None,
+    sha: str | None,
+    now: float,
+    policy: tuple[int, float],
+) -> Task | None:
+    task = get_task(conn, task_id)
+    if task is None:
+        return None
+    if sha is not None and sha != task.branch_sha:
+        task = update_task(conn, task, now, branch_sha=sha)  # always: the stop deletes by it
+    if task.terminal or task.cancel_requested_at is not None:
+        return None  # being stopped: the reset settles the job (one outcome per attempt)
+    if exit_code == 0:
+        return _succeeded(conn, job, task, now)
+    return _failed(conn, job, task, exit_code, error, now, policy)
+
+
+def _succeeded(conn: Connection, job: Job, task: Task, now: float) -> Task | None:
+    if not jobs.finish_job(conn, job.id, job.run_id or "", JobStatus.SUCCEEDED, now, exit_code=0):
+        return None  # a late report for a job that is no longer running: ignored
+    return advance(conn, task, now)
+
+
+def advance(conn: Connection, task: Task, now: float) -> Task:
+    """Move to the next stage and queue its job (merge and deploy are jobs too)."""
+    decision = decide(task, Trigger.ADVANCE, now=now)
+    if not decision.allowed:
+        add_event(conn, task.id, "advance_refused", now, reason=decision.refusal)
+        return task
+    task = update_task(conn, task, now, **decision.changes)
+    add_event(conn, task.id, "advanced", now, stage=task.stage.value)
+    if task.stage in (*AGENT_STAGES, Stage.MERGE):
+        jobs.enqueue_job(conn, task.id, task.stage.value, now)
+    if task.stage is Stage.DONE:
+        jobs.release_lease(conn, task.id)  # held from the merge gate through deploy to done
+    return task
+
+
+def _failed(
+    conn: Connection,
+    job: Job,
+    task: Task,
+    exit_code: int | None,
+    error: str | None,
+    now: float,
+    policy: tuple[int, float],
+) -> Task | None:
+    if not jobs.finish_job(
+        conn, job.id, job.run_id or "", JobStatus.FAILED, now, exit_code=exit_code, error=error
+    ):
+        return None
+    reason = error or f"exit status {exit_code}"
+    return retry_or_block(conn, job, task, now, reason=reason, policy=policy)
+
+
+def retry_or_block(
+    conn: Connection, job: Job, task: Task, now: float, *, reason: str, policy: tuple[int, float]
+) -> Task:
+    """Queue the next attempt with backoff, or block the task when retries ran out."""
+    retries, backoff = policy
+    if job.attempt <= retries:
+        run_after = now + backoff * (2 ** (job.attempt - 1))
+        jobs.enqueue_job(
+            conn, task.id, job.stage, now, attempt=job.attempt + 1, run_after=run_after
+        )
+        add_event(
+            conn,
+            task.id,
+            "retry_scheduled",
+            now,
+            stage=job.stage,
+            attempt=job.attempt + 1,
+            reason=reason,
+        )
+        return task
+    decision = decide(task, Trigger.BLOCK, now=now, reason=reason)
+    if not decision.allowed:
+        return task
+    jobs.release_lease(conn, task.id)
+    blocked = update_task(conn, task, now, **decision.changes)
+    add_event(conn, task.id, "blocked", now, stage=job.stage, reason=reason)
+    return blocked
+
+
+async def settle_crash(svc: Services, job: Job) -> None:
+    """A job whose runner raised: count it as a failed attempt."""
+    try:
+        await settle(svc, job, job.task_id, exit_code=None, error="internal error; see the log")
+    except Exception:
+        log.exception("could not settle a crashed job", extra={"job": job.id})

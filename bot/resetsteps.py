@@ -1,0 +1,372 @@
+"""The reset, step by step (DESIGN "The stop plane", steps 2–9).
+
+Each step reads what it needs, does its one thing, and returns a small JSON result that
+is stored on the stop record before the next step starts; a step already recorded is
+skipped, so a reset resumed after a crash does nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bot.gitops import UnknownRepoError, off_loop, repo_spec
+from bot.services import Services
+from integrations import git
+from integrations.errors import IntegrationError
+from integrations.processes import ProcessRef, StopOutcome, StopReport, stop_process_group
+from integrations.trackers.base import IssueRef
+from state import jobs, stops
+from state.errors import StaleVersionError
+from state.machine import Facts, Trigger, decide
+from state.models import Job, JobStatus, StopRecord, StopStatus, Task
+from state.store import add_event, get_task, original_key, tombstone_task_keys, update_task
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[Services, StopRecord, Task], Awaitable[dict[str, Any]]]
+
+
+async def run_reset(svc: Services, stop_id: str) -> None:
+    """Run every step not yet recorded for this stop, in order."""
+    for name, step in STEPS:
+        rec = await svc.store.run_read(stops.get_stop, stop_id)
+        if rec is None or rec.status is not StopStatus.OPEN:
+            return
+        if name in stops.stop_steps(rec):
+            continue
+        task = await svc.store.run_read(get_task, rec.task_id)
+        if task is None:
+            return
+        result = await step(svc, rec, task)
+        await svc.store.run(stops.mark_step, stop_id, name, result)
+        log.info(
+            "reset step done",
+            extra={
+                "task": original_key(task.key),
+                "stop_id": stop_id,
+                "action": name,
+                "outcome": result,
+            },
+        )
+
+
+# -- step 2: the process tree -------------------------------------------------------------
+
+
+async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """SIGTERM (+SIGCONT), grace, SIGKILL, confirm: every running job's process group."""
+    started = stops.stop_steps(rec).get("processes_signalled_at")
+    now = svc.clock.now()
+    if started is None:
+        await svc.store.run(stops.mark_step, rec.id, "processes_signalled_at", now)
+        started = now
+    grace = max(0.0, svc.settings.stop.grace_seconds - (now - float(started)))
+    running = [
+        j
+        for j in await svc.store.run_read(jobs.jobs_for_task, task.id)
+        if j.status is JobStatus.RUNNING and j.pgid
+    ]
+    reports = await asyncio.gather(*(_stop_job(svc, j, grace) for j in running))
+    _observe_group_empty(svc, rec)
+    return _summarise(list(reports))
+
+
+async def _stop_job(svc: Services, job: Job, grace: float) -> StopReport:
+    ref = ProcessRef(pid=job.pid or 0, pgid=job.pgid or 0, start_time=job.proc_start_time or 0)
+    pool = svc.extras.get("workers")
+    reap = pool.reaper_for(job.id) if pool is not None else None
+    report = await stop_process_group(ref, grace, reap=reap)
+    log.info(
+        "process group stopped",
+        extra={"job": job.id, "pgid": job.pgid, "outcome": report.outcome.value},
+    )
+    return report
+
+
+def _summarise(reports: list[StopReport]) -> dict[str, Any]:
+    outcomes = [r.outcome.value for r in reports]
+    return {
+        "groups": len(reports),
+        "processes": sum(r.members_at_term for r in reports),
+        "forced": any(r.outcome is StopOutcome.FORCED for r in reports),
+        "unconfirmed": outcomes.count(StopOutcome.UNCONFIRMED.value),
+        "refused": outcomes.count(StopOutcome.REFUSED.value),
+        "outcomes": outcomes,
+    }
+
+
+def _observe_group_empty(svc: Services, rec: StopRecord) -> None:
+    metrics = svc.extras.get("metrics")
+    started = svc.extras.get("stop_started", {}).get(rec.id)
+    if metrics is not None and started is not None:
+        metrics.stop_group_empty(svc.clock.monotonic() - started)
+
+
+# -- steps 3 and 4: jobs and lease ---------------------------------------------------------
+
+
+async def cancel_jobs(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """Every non-terminal job → cancelled; then stop any process that slipped past step 2."""
+    count = await svc.store.run(jobs.cancel_task_jobs, task.id, svc.clock.now())
+    late = await _stop_late_starters(svc, task)
+    return {"cancelled": count, "late_processes": late}
+
+
+async def _stop_late_starters(svc: Services, task: Task) -> int:
+    # A worker that spawned between step 2's read and the cancel above sees its job
+    # cancelled on its next check; stopping it here makes the reset not wait for that.
+    pool = svc.extras.get("workers")
+    if pool is None:
+        return 0
+    refs = pool.live_processes_of_task(task.id)
+    reports = await asyncio.gather(
+        *(stop_process_group(ref, svc.settings.stop.grace_seconds, reap=reap) for ref, reap in refs)
+    )
+    return len(reports)
+
+
+async def release_lease(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    return {"released": await svc.store.run(jobs.release_lease, task.id)}
+
+
+# -- steps 5 and 6: worktree and remote branch ----------------------------------------------
+
+
+async def remove_worktree(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """`git worktree remove --force` + prune; a failure becomes a pending cleanup."""
+    if not task.worktree_path:
+        return {"removed": False, "reason": "no worktree"}
+    detail = {"path": task.worktree_path, "branch": task.branch}
+    try:
+        removed = await retry_worktree(svc, task.repo, detail)
+    except (IntegrationError, UnknownRepoError) as exc:
+        await _pending(svc, rec, task, "worktree", detail, str(exc))
+        return {"removed": False, "pending": str(exc)}
+    return {"removed": removed}
+
+
+async def retry_worktree(svc: Services, repo_name: str, detail: dict[str, Any]) -> bool:
+    """Remove the worktree and its local branch (shared with the finalizer's retries)."""
+    repo = repo_spec(svc, repo_name)
+    removed = await off_loop(git.remove_worktree, repo, svc.worktrees_root, _path(detail["path"]))
+    if detail.get("branch"):
+        try:
+            await off_loop(git.delete_local_branch, repo, detail["branch"])
+        except git.GitError as exc:  # the remote branch is what matters; note and go on
+            log.warning("local branch not deleted", extra={"error": str(exc)})
+    return removed
+
+
+async def delete_branch(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """Delete the remote feature branch behind every guard; never the default, never forced."""
+    if not task.branch:
+        return {"deleted": False, "reason": "no branch"}
+    detail = {"branch": task.branch, "sha": task.branch_sha}
+    try:
+        result = await retry_branch(svc, task.repo, detail)
+    except (IntegrationError, UnknownRepoError) as exc:
+        await _pending(svc, rec, task, "remote_branch", detail, str(exc))
+        return {"deleted": False, "pending": str(exc)}
+    if result.outcome in (git.DeleteOutcome.CONFLICT, git.DeleteOutcome.REFUSED):
+        await svc.store.run(
+            add_event,
+            task.id,
+            f"branch_{result.outcome.value}",
+            svc.clock.now(),
+            stop_id=rec.id,
+            branch=task.branch,
+            reason=result.reason,
+        )
+    return {
+        "deleted": result.outcome is git.DeleteOutcome.DELETED,
+        "outcome": result.outcome.value,
+        "reason": result.reason,
+    }
+
+
+async def retry_branch(svc: Services, repo_name: str, detail: dict[str, Any]) -> git.DeleteResult:
+    repo = repo_spec(svc, repo_name)
+    return await off_loop(
+        git.delete_remote_branch,
+        repo,
+        detail["branch"],
+        task_branch=detail["branch"],
+        recorded_sha=detail.get("sha"),
+    )
+
+
+async def _pending(
+    svc: Services, rec: StopRecord, task: Task, step: str, detail: dict[str, Any], error: str
+) -> None:
+    now = svc.clock.now()
+    await svc.store.run(
+        stops.add_cleanup,
+        task_id=task.id,
+        stop_id=rec.id,
+        step=step,
+        detail=detail,
+        error=error,
+        now=now,
+        retry_at=now + svc.settings.stop.finalizer_interval_seconds,
+    )
+    log.warning(
+        "cleanup pending",
+        extra={"task": original_key(task.key), "stop_id": rec.id, "action": step, "error": error},
+    )
+
+
+def _path(value: str) -> Any:
+    from pathlib import Path
+
+    return Path(value)
+
+
+# -- steps 7 and 8: tombstone and terminal -------------------------------------------------
+
+
+async def tombstone(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """Free the ticket's keys so the start status can make a fresh task later."""
+    done = await _with_cas(
+        svc, lambda conn, t: tombstone_task_keys(conn, t, svc.clock.now()), task.id
+    )
+    return {"issue_id": done.issue_id, "key": done.key}
+
+
+async def make_terminal(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """Stage `cancelled`, the outcome, one audit event with the counts, the stop closed."""
+    steps = stops.stop_steps(rec)
+    outcome = (
+        "cancelled_forced" if steps.get("processes", {}).get("forced") else "cancelled_graceful"
+    )
+    counts = _counts(steps)
+    trigger = Trigger.FINALIZE_CANCEL if rec.window else Trigger.STOP
+
+    def apply(conn: Any, current: Task) -> Task:
+        now = svc.clock.now()
+        if current.terminal:
+            return current
+        decision = decide(current, trigger, now=now, facts=Facts(), outcome=outcome)
+        if not decision.allowed:
+            raise StaleVersionError(f"cannot cancel yet: {decision.refusal}")
+        done = update_task(conn, current, now, **decision.changes)
+        add_event(
+            conn,
+            current.id,
+            "cancelled",
+            now,
+            actor=rec.requested_by,
+            stop_id=rec.id,
+            outcome=outcome,
+            effects_committed=current.merged_at is not None,
+            **counts,
+        )
+        stops.update_stop(conn, rec.id, status=StopStatus.DONE, outcome=outcome, closed_at=now)
+        return done
+
+    final = await _with_cas(svc, apply, task.id)
+    _observe_terminal(svc, rec, outcome)
+    return {"outcome": final.outcome, "effects_committed": final.merged_at is not None, **counts}
+
+
+def _counts(steps: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "processes_stopped": steps.get("processes", {}).get("processes", 0),
+        "jobs_cancelled": steps.get("jobs", {}).get("cancelled", 0),
+        "worktree_removed": bool(steps.get("worktree", {}).get("removed")),
+        "branch_deleted": bool(steps.get("remote_branch", {}).get("deleted")),
+    }
+
+
+def _observe_terminal(svc: Services, rec: StopRecord, outcome: str) -> None:
+    metrics = svc.extras.get("metrics")
+    started = svc.extras.get("stop_started", {}).pop(rec.id, None)
+    if metrics is not None:
+        metrics.stop_finished(outcome, None if started is None else svc.clock.monotonic() - started)
+
+
+async def _with_cas(svc: Services, fn: Callable[[Any, Task], Task], task_id: int) -> Task:
+    for _ in range(50):
+        try:
+            return await svc.store.run(_apply, fn, task_id)
+        except StaleVersionError:
+            await asyncio.sleep(0.01)
+    raise StaleVersionError(f"task {task_id} kept changing during its reset")
+
+
+def _apply(conn: Any, fn: Callable[[Any, Task], Task], task_id: int) -> Task:
+    task = get_task(conn, task_id)
+    if task is None:
+        raise LookupError(f"task {task_id} vanished")
+    return fn(conn, task)
+
+
+# -- step 9: tell the tracker once ---------------------------------------------------------
+
+
+async def notify(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """One comment on the ticket; a failure is logged, never breaks the stop."""
+    steps = stops.stop_steps(rec)
+    return {"posted": await _comment(svc, task, _summary_html(task, steps))}
+
+
+async def notify_deferred(svc: Services, stop_id: str) -> None:
+    """Tell the ticket once that its STOP waits for the merge/deploy to finish."""
+    rec = await svc.store.run_read(stops.get_stop, stop_id)
+    if rec is None or rec.notified_at is not None:
+        return
+    task = await svc.store.run_read(get_task, rec.task_id)
+    if task is None:
+        return
+    text = (
+        f"<p>conveyor: STOP received for <b>{html.escape(original_key(task.key))}</b> during "
+        f"its {html.escape(rec.window or 'merge')} step; it will be applied as soon as that "
+        "step has finished (merged code stays on the default branch).</p>"
+    )
+    if await svc.store.run(lambda c: stops.update_stop(c, stop_id, notified_at=svc.clock.now())):
+        await _comment(svc, task, text)
+
+
+async def _comment(svc: Services, task: Task, text: str) -> bool:
+    if svc.tracker is None:
+        return False
+    issue = IssueRef(
+        tracker=task.tracker, issue_id=original_key(task.issue_id), project_id=task.project_id
+    )
+    try:
+        await svc.tracker.comment(issue, text)
+        return True
+    except Exception as exc:  # a tracker failure must never break a stop
+        log.warning(
+            "tracker comment failed", extra={"task": original_key(task.key), "error": str(exc)}
+        )
+        return False
+
+
+def _summary_html(task: Task, steps: dict[str, Any]) -> str:
+    counts = _counts(steps)
+    how = "forced (SIGKILL)" if steps.get("processes", {}).get("forced") else "graceful"
+    branch = html.escape(task.branch or "-")
+    return (
+        f"<p>conveyor stopped <b>{html.escape(original_key(task.key))}</b> ({how}).</p><ul>"
+        f"<li>processes stopped: {counts['processes_stopped']}</li>"
+        f"<li>jobs cancelled: {counts['jobs_cancelled']}</li>"
+        f"<li>worktree removed: {'yes' if counts['worktree_removed'] else 'no'}</li>"
+        f"<li>branch {branch} deleted: {'yes' if counts['branch_deleted'] else 'no'}</li>"
+        "</ul><p>Move the ticket to the start status to begin again from scratch.</p>"
+    )
+
+
+STEPS: list[tuple[str, Step]] = [
+    ("processes", stop_processes),
+    ("jobs", cancel_jobs),
+    ("lease", release_lease),
+    ("worktree", remove_worktree),
+    ("remote_branch", delete_branch),
+    ("tombstone", tombstone),
+    ("terminal", make_terminal),
+    ("notify", notify),
+]
