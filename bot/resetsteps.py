@@ -89,7 +89,19 @@ async def _stop_job(svc: Services, job: Job, grace: float) -> StopReport:
 
 def _summarise(reports: list[StopReport]) -> dict[str, Any]:
     outcomes = [r.outcome.value for r in reports]
+    kills = [
+        r.kill_sent_at - r.term_sent_at
+        for r in reports
+        if r.kill_sent_at is not None and r.term_sent_at is not None
+    ]
+    empties = [
+        r.emptied_at - r.term_sent_at
+        for r in reports
+        if r.emptied_at is not None and r.term_sent_at is not None
+    ]
     return {
+        "term_to_kill_seconds": max(kills) if kills else None,
+        "term_to_empty_seconds": max(empties) if empties else None,
         "groups": len(reports),
         "processes": sum(r.members_at_term for r in reports),
         "forced": any(r.outcome is StopOutcome.FORCED for r in reports),
@@ -264,7 +276,7 @@ async def make_terminal(svc: Services, rec: StopRecord, task: Task) -> dict[str,
             effects_committed=current.merged_at is not None,
             **counts,
         )
-        stops.update_stop(conn, rec.id, status=StopStatus.DONE, outcome=outcome, closed_at=now)
+        stops.update_stop(conn, rec.id, outcome=outcome)
         return done
 
     final = await _with_cas(svc, apply, task.id)
@@ -310,7 +322,12 @@ def _apply(conn: Any, fn: Callable[[Any, Task], Task], task_id: int) -> Task:
 async def notify(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
     """One comment on the ticket; a failure is logged, never breaks the stop."""
     steps = stops.stop_steps(rec)
-    return {"posted": await _comment(svc, task, _summary_html(task, steps))}
+    posted = await _comment(svc, task, _summary_html(task, steps))
+    # The stop closes only now, so a crash before the comment resumes and still sends it.
+    await svc.store.run(
+        lambda c: stops.update_stop(c, rec.id, status=StopStatus.DONE, closed_at=svc.clock.now())
+    )
+    return {"posted": posted}
 
 
 async def notify_deferred(svc: Services, stop_id: str) -> None:

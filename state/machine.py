@@ -94,7 +94,7 @@ class _TaskModel:
     def no_stop_pending(self, event: EventData) -> bool:
         return self._check(self.task.cancel_requested_at is None, "stop_pending")
 
-    def may_relaunch(self, event: EventData) -> bool:
+    def no_job_running(self, event: EventData) -> bool:
         return self._check(relaunch_allowed(self.task, self.facts), "job_running")
 
     def outside_window(self, event: EventData) -> bool:
@@ -154,7 +154,7 @@ def _transitions() -> list[dict[str, Any]]:
             "trigger": Trigger.RELAUNCH.value,
             "source": "analysis",
             "dest": "=",
-            "conditions": ["may_relaunch"],
+            "conditions": ["no_job_running"],
             "after": "record",
         },
         {

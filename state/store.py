@@ -149,9 +149,10 @@ def find_task(conn: Connection, ref: str) -> Task | None:
                 tasks.c.issue_id == ref,
                 tasks.c.key == ref,
                 tasks.c.issue_id.like(pattern, escape="\\"),
+                tasks.c.key.like(pattern, escape="\\"),
             )
         )
-        .order_by((tasks.c.issue_id == ref).desc(), tasks.c.id.desc())
+        .order_by(((tasks.c.issue_id == ref) | (tasks.c.key == ref)).desc(), tasks.c.id.desc())
         .limit(1)
     ).first()
     return Task.from_row(row) if row else None

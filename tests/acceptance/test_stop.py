@@ -1,0 +1,106 @@
+"""The STOP plane through the real app, with real agent processes, real git and a bare
+remote: every promise of DESIGN's stop plane, checked from the outside."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from integrations.processes import group_alive, processes_with_env
+from state import stops
+from state.models import JobStatus, Stage
+from state.store import parse_tombstone
+from tests.harness import (
+    COOPERATIVE_AGENT,
+    STUBBORN_AGENT,
+    Harness,
+    running,
+    wait_until,
+    write_agent,
+)
+
+
+def agents(tmp_path: Path, implementation: str) -> dict[str, str]:
+    d = tmp_path / "agents"
+    d.mkdir(exist_ok=True)
+    return {"agents.implementation": write_agent(d, "impl.py", implementation)}
+
+
+async def running_job(h: Harness, stage: str = "implementation"):  # type: ignore[no-untyped-def]
+    async def check():  # type: ignore[no-untyped-def]
+        task = await h.task()
+        found = [j for j in await h.jobs(task.id) if j.stage == stage and j.pgid]
+        if found and (h.svc.docs_dir(task.key) / "started").exists():
+            return found[0]
+        return None
+
+    return await wait_until(check, timeout=30, what=f"{stage} agent running")
+
+
+async def cancelled(h: Harness, ref: str = "PROJ-42"):  # type: ignore[no-untyped-def]
+    async def check():  # type: ignore[no-untyped-def]
+        task = await h.task(ref)
+        return task if task.stage is Stage.CANCELLED else None
+
+    return await wait_until(check, timeout=20, what="task cancelled")
+
+
+async def test_cooperative_agent_full_reset(tmp_path: Path) -> None:
+    async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT)) as h:
+        main_before = h.remote_sha()
+        assert (await h.send("To Analyse")).json()["outcome"] == "started"
+        job = await running_job(h)
+        task = await h.task()
+        assert "conveyor/PROJ-42" in h.remote_branches()  # pushed after analysis
+        assert Path(task.worktree_path or "").is_dir()
+
+        sent = time.monotonic()
+        answer = await h.send("STOP")
+        assert answer.status_code == 202
+        assert answer.json()["outcome"] == "stop_requested" and answer.json()["stop_id"]
+        while group_alive(job.pgid) and time.monotonic() - sent < 5:
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - sent < 1.5, "process group not empty within 1.5 s"
+
+        done = await cancelled(h)
+        assert done.outcome == "cancelled_graceful"
+        assert parse_tombstone(done.issue_id) == ("20617384-0d13-472c-a860-e7f89295b2f5", done.id)
+        assert parse_tombstone(done.key) == ("PROJ-42", done.id)
+        assert not Path(task.worktree_path or "").exists()
+        assert "conveyor/PROJ-42" not in h.remote_branches()
+        assert h.remote_sha() == main_before
+        assert all(
+            j.status in (JobStatus.SUCCEEDED, JobStatus.CANCELLED) for j in await h.jobs(done.id)
+        )
+        assert processes_with_env("CONVEYOR_RUN_ID", job.run_id or "") == []
+        await wait_until(lambda: _ready(len(h.tracker.comments) == 1), what="one comment")
+        assert "PROJ-42" in h.tracker.comments[0][1]
+        assert (h.svc.docs_dir("PROJ-42") / "started").exists()  # docs are kept
+        # A repeated STOP after terminal does nothing more.
+        again = await h.send("STOP")
+        assert again.json()["outcome"] == "ignored"
+        await asyncio.sleep(0.3)
+        assert len(h.tracker.comments) == 1
+
+
+async def _ready(value: bool) -> bool:
+    return value
+
+
+async def test_term_ignoring_agent_with_grandchildren_is_killed_at_grace(tmp_path: Path) -> None:
+    async with running(tmp_path, **agents(tmp_path, STUBBORN_AGENT)) as h:
+        await h.send("To Analyse")
+        job = await running_job(h)
+        assert len(processes_with_env("CONVEYOR_RUN_ID", job.run_id or "")) >= 3
+        sent = time.monotonic()
+        answer = await h.send("STOP")
+        assert answer.json()["outcome"] == "stop_requested"
+        done = await cancelled(h)
+        assert done.outcome == "cancelled_forced"
+        assert time.monotonic() - sent < 4.0
+        assert processes_with_env("CONVEYOR_RUN_ID", job.run_id or "") == []
+        records = await h.store.run_read(stops.stops_for_task, done.id)
+        steps = stops.stop_steps(records[0])["processes"]
+        assert 1.7 <= steps["term_to_kill_seconds"] <= 2.3
+        assert steps["forced"] is True
