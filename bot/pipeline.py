@@ -87,7 +87,7 @@ async def run_agent_stage(svc: Services, pool: WorkerPool, job: Job, task: Task)
 
 async def ensure_worktree(svc: Services, task: Task) -> Task:
     """The task's worktree and branch, made on its first agent stage."""
-    if task.worktree_path and await off_loop(os.path.isdir, task.worktree_path):
+    if task.worktree_path and await off_loop(_is_dir, task.worktree_path):
         return task
     repo = repo_spec(svc, task.repo)
     try:
@@ -106,6 +106,10 @@ async def ensure_worktree(svc: Services, task: Task) -> Task:
             git.branch_name(task.key, suffix=str(task.id)),
         )
     return await svc.store.run(_record_worktree, task.id, tree, svc.clock.now())
+
+
+def _is_dir(path: str) -> bool:
+    return os.path.isdir(path)
 
 
 def _record_worktree(conn: Connection, task_id: int, tree: git.Worktree, now: float) -> Task:

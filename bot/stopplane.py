@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from bot import resetsteps
-from bot.answers import Answer, ignored
+from bot.answers import Answer
 from bot.services import Services
 from state import jobs, stops
 from state.errors import StaleVersionError
@@ -36,7 +36,13 @@ class StopResult:
 
     def as_answer(self) -> Answer:
         if self.outcome == "noop_already_terminal":
-            return ignored("already_terminal", task=self.task, task_id=self.task_id)
+            return Answer(
+                "ignored",
+                task=self.task,
+                reason="already_terminal",
+                task_id=self.task_id,
+                stop_id=self.stop_id,
+            )
         return Answer(self.outcome, task=self.task, task_id=self.task_id, stop_id=self.stop_id)
 
 
@@ -211,7 +217,13 @@ def _terminal(
             outcome="superseded",
         )
         add_event(conn, task.id, "stop_superseded", now, actor=requested_by, stop_id=rec.id)
-    return StopResult("noop_already_terminal", task.key, task.id)
+        return StopResult("noop_already_terminal", task.key, task.id, rec.id)
+    # Late callers of a stop that already finished get its stop_id: one stop, one id.
+    closing = next(
+        (r for r in reversed(stops.stops_for_task(conn, task.id)) if r.status is StopStatus.DONE),
+        None,
+    )
+    return StopResult("noop_already_terminal", task.key, task.id, closing.id if closing else None)
 
 
 def deferred_ready(conn: Connection, rec: StopRecord) -> bool:

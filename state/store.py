@@ -23,6 +23,7 @@ from state.models import NewTask, Stage, Task
 from state.schema import audit_events, tasks
 
 T = TypeVar("T")
+MAX_TASK_ID = 2**31 - 1  # task ids are 32-bit integers on both databases
 TOMBSTONE_RE = re.compile(r"^(?P<original>.*)#cancelled-(?P<task_id>\d+)$", re.DOTALL)
 
 
@@ -137,7 +138,7 @@ def live_task_for_issue(conn: Connection, tracker: str, issue_id: str) -> Task |
 def find_task(conn: Connection, ref: str) -> Task | None:
     """A task by id, issue id or key: the live one first, else the newest tombstoned."""
     ref = ref.strip()
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit() and 0 < int(ref) <= MAX_TASK_ID:
         task = get_task(conn, int(ref))
         if task:
             return task

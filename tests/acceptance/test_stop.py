@@ -104,3 +104,114 @@ async def test_term_ignoring_agent_with_grandchildren_is_killed_at_grace(tmp_pat
         steps = stops.stop_steps(records[0])["processes"]
         assert 1.7 <= steps["term_to_kill_seconds"] <= 2.3
         assert steps["forced"] is True
+
+
+async def test_hundred_concurrent_stops_converge(tmp_path: Path) -> None:
+    async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT)) as h:
+        await h.send("To Analyse")
+        await running_job(h)
+        bodies = [h.payload("STOP") for _ in range(100)]  # distinct content: no dedup
+        answers = await asyncio.gather(*(h.send_body(b) for b in bodies))
+        assert {a.status_code for a in answers} == {202}
+        outcomes = {(a.json()["outcome"], a.json().get("reason")) for a in answers}
+        # Callers that land after the reset finished are told so, with the same stop_id.
+        assert ("stop_requested", None) in outcomes
+        assert outcomes <= {("stop_requested", None), ("ignored", "already_terminal")}
+        assert len({a.json()["stop_id"] for a in answers}) == 1
+        done = await cancelled(h)
+        records = await h.store.run_read(stops.stops_for_task, done.id)
+        assert len(records) == 1
+        steps = stops.stop_steps(records[0])
+        assert steps["processes"]["groups"] == 1  # one SIGTERM sequence
+        assert steps["remote_branch"]["deleted"] is True  # one branch deletion
+        await wait_until(lambda: _ready(len(h.tracker.comments) == 1), what="one comment")
+        await asyncio.sleep(0.5)
+        assert len(h.tracker.comments) == 1
+
+
+async def test_admin_stop_endpoint(tmp_path: Path) -> None:
+    async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT)) as h:
+        await h.send("To Analyse")
+        await running_job(h)
+        url = "/tasks/PROJ-42/stop"
+        assert (await h.client.post(url)).status_code == 401
+        assert (await h.client.post(url, headers={"X-Admin-Token": "wrong"})).status_code == 401
+        missing = await h.client.post(
+            "/tasks/NOPE-1/stop", headers={"X-Admin-Token": "admin-token"}
+        )
+        assert missing.status_code == 404 and "NOPE-1" in missing.json()["error"]
+        ok = await h.client.post(
+            url,
+            headers={"Authorization": "Bearer admin-token", "X-Request-Id": "req-77"},
+            json={"reason": "wrong ticket"},
+        )
+        assert ok.status_code == 202
+        assert ok.json()["status"] == "STOP_REQUESTED" and ok.json()["stop_id"]
+        assert ok.headers["X-Request-Id"] == "req-77"
+        done = await cancelled(h)
+        rec = (await h.store.run_read(stops.stops_for_task, done.id))[0]
+        assert (rec.correlation_id, rec.requested_by, rec.reason) == (
+            "req-77",
+            "admin",
+            "wrong ticket",
+        )
+        again = await h.client.post(url, headers={"X-Admin-Token": "admin-token"})
+        assert again.status_code == 200 and again.json()["status"] == "ALREADY_TERMINAL"
+
+
+async def test_admin_stop_without_a_configured_token_is_403(tmp_path: Path) -> None:
+    async with running(tmp_path, **{"server.admin_token": ""}) as h:
+        answer = await h.client.post("/tasks/1/stop", headers={"X-Admin-Token": "x"})
+        assert answer.status_code == 403 and "admin token" in answer.json()["error"]
+
+
+async def test_kill_switch_leaves_the_agent_running(tmp_path: Path) -> None:
+    async with running(
+        tmp_path, **agents(tmp_path, COOPERATIVE_AGENT), **{"stop.enabled": False}
+    ) as h:
+        await h.send("To Analyse")
+        job = await running_job(h)
+        answer = await h.send("STOP")
+        assert answer.json() == {"outcome": "ignored", "task": "PROJ-42", "reason": "stop_disabled"}
+        await asyncio.sleep(1.0)
+        assert group_alive(job.pgid)
+        task = await h.task()
+        assert task.stage is Stage.IMPLEMENTATION and task.cancel_requested_at is None
+        assert await h.store.run_read(stops.stops_for_task, task.id) == []
+
+
+async def test_repo_allowlist_is_honoured(tmp_path: Path) -> None:
+    async with running(
+        tmp_path, **agents(tmp_path, COOPERATIVE_AGENT), **{"stop.repos": ["other"]}
+    ) as h:
+        await h.send("To Analyse")
+        job = await running_job(h)
+        answer = await h.send("STOP")
+        assert answer.json()["reason"] == "repo_not_in_stop_repos"
+        await asyncio.sleep(0.5)
+        assert group_alive(job.pgid)
+
+
+async def test_rerun_after_cancel_starts_fresh(tmp_path: Path) -> None:
+    async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT)) as h:
+        await h.send("To Analyse")
+        first_job = await running_job(h)
+        first = await h.task()
+        await h.send("STOP")
+        old = await cancelled(h)
+        again = await h.send("To Analyse")
+        assert again.json()["outcome"] == "started"
+        second_job = await running_job(h)
+        fresh = await h.task("PROJ-42")
+        assert fresh.id != old.id and fresh.stage is Stage.IMPLEMENTATION
+        assert second_job.run_id != first_job.run_id
+        assert fresh.worktree_path and Path(fresh.worktree_path).is_dir()
+        assert fresh.branch == first.branch  # recreated after the reset deleted it
+        still = await h.store.run_read(
+            lambda c: __import__("state.store").store.get_task(c, old.id)
+        )
+        assert still.stage is Stage.CANCELLED and parse_tombstone(still.key)
+        # Two finalizer ticks later the new run is still running: no old flag kills it.
+        await asyncio.sleep(0.6)
+        assert group_alive(second_job.pgid)
+        assert (await h.task()).stage is Stage.IMPLEMENTATION
