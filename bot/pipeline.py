@@ -87,8 +87,10 @@ async def run_agent_stage(svc: Services, pool: WorkerPool, job: Job, task: Task)
 
 async def ensure_worktree(svc: Services, task: Task) -> Task:
     """The task's worktree and branch, made on its first agent stage."""
-    if task.worktree_path and await off_loop(_is_dir, task.worktree_path):
-        return task
+    if task.worktree_path:
+        present: bool = await off_loop(_is_dir, task.worktree_path)
+        if present:
+            return task
     repo = repo_spec(svc, task.repo)
     try:
         tree = await off_loop(
