@@ -1,0 +1,138 @@
+"""STOP inside the critical window (merge/deploy) is deferred and applied by the
+finalizer; a STOP while parked on deploy resets at once; pending cleanups recover."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from state import jobs, stops
+from state.models import Stage
+from state.store import events_for_task
+from tests.acceptance.test_stop import COOPERATIVE_AGENT, agents, cancelled, running_job
+from tests.gitrepo import git
+from tests.harness import Harness, running, wait_until
+
+
+def slow_remote(bare: Path, seconds: float) -> None:
+    """Make every push to the bare remote take `seconds` (a slow merge)."""
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ncat > /dev/null\nsleep {seconds}\n")
+    hook.chmod(0o755)
+
+
+async def merging(h: Harness):  # type: ignore[no-untyped-def]
+    async def check():  # type: ignore[no-untyped-def]
+        task = await h.task()
+        return task if task.merge_initiated_at is not None and task.merged_at is None else None
+
+    return await wait_until(check, timeout=30, what="merge started")
+
+
+async def test_stop_during_merge_is_deferred_then_applied(tmp_path: Path) -> None:
+    async with running(tmp_path) as h:
+        main_before = h.remote_sha()
+        await h.send("To Analyse")
+        await wait_until(lambda: _review_done(h), timeout=30, what="agents done")
+        slow_remote(h.bare, 2.0)
+        await merging(h)
+        answer = await h.send("STOP")
+        assert answer.json()["outcome"] == "stop_deferred", answer.json()
+        again = await h.send("STOP")
+        assert again.json()["outcome"] == "stop_deferred"
+        assert again.json()["stop_id"] == answer.json()["stop_id"]
+        queue = (await h.client.get("/queue")).json()
+        assert [d["task"] for d in queue["stop"]["deferred"]] == ["PROJ-42"]
+        assert queue["stop"]["deferred"][0]["window"] == "merge"
+        await wait_until(lambda: _ready(len(h.tracker.comments) >= 1), what="deferral notice")
+        assert len(h.tracker.comments) == 1  # the repeated STOP sent nothing new
+
+        done = await cancelled(h)
+        assert done.merged_at is not None
+        assert done.cancelled_at - done.merged_at < 0.2 + 2.0  # one tick (0.2 s) + the reset
+        merges = git(h.bare, "log", "--merges", "--format=%s", "main").splitlines()
+        assert len(merges) == 1 and h.remote_sha() != main_before  # merged code stays
+        all_jobs = await h.jobs(done.id)
+        assert [j.stage for j in all_jobs if j.stage in ("merge", "deploy")] == ["merge"]
+        events = await h.store.run_read(events_for_task, done.id)
+        final = [e for e in events if e["kind"] == "cancelled"][0]
+        assert final["detail"]["effects_committed"] is True
+        assert await h.store.run_read(jobs.lease_holder, "app") is None
+
+
+async def _review_done(h: Harness) -> bool:
+    task = await h.task()
+    return task.stage in (Stage.MERGE, Stage.DEPLOY, Stage.DONE)
+
+
+async def _ready(value: bool) -> bool:
+    return value
+
+
+async def test_stop_while_parked_on_deploy_resets_at_once(tmp_path: Path) -> None:
+    repo = {"self_hosting": True, "deploy_command": "true"}
+    async with running(tmp_path, repo_settings=repo) as h:
+        await h.send("To Analyse")
+
+        async def parked():  # type: ignore[no-untyped-def]
+            task = await h.task()
+            return task if task.awaiting_confirm else None
+
+        task = await wait_until(parked, timeout=30, what="parked on deploy")
+        assert task.stage is Stage.DEPLOY
+        assert await h.store.run_read(jobs.lease_holder, "app") == task.id
+        answer = await h.send("STOP")
+        assert answer.json()["outcome"] == "stop_requested"
+        done = await cancelled(h)
+        assert done.outcome == "cancelled_graceful"
+        assert await h.store.run_read(jobs.lease_holder, "app") is None
+
+
+async def test_unreachable_remote_leaves_cleanup_pending_until_it_is_back(tmp_path: Path) -> None:
+    async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT)) as h:
+        await h.send("To Analyse")
+        await running_job(h)
+        assert "conveyor/PROJ-42" in h.remote_branches()
+        away = h.bare.with_name("away.git")
+        h.bare.rename(away)
+        try:
+            await h.send("STOP")
+            done = await cancelled(h)
+            queue = (await h.client.get("/queue")).json()
+            pending = queue["stop"]["cleanup_pending"]
+            assert [(p["task"], p["step"]) for p in pending] == [("PROJ-42", "remote_branch")]
+            assert pending[0]["last_error"]
+            await asyncio.sleep(0.6)  # the finalizer retries and backs off while it is down
+            rows = await h.store.run_read(stops.cleanups_for_task, done.id)
+            assert rows[0]["status"] == "pending" and rows[0]["attempts"] >= 2
+        finally:
+            away.rename(h.bare)
+
+        async def cleared():  # type: ignore[no-untyped-def]
+            q = (await h.client.get("/queue")).json()
+            return not q["stop"]["cleanup_pending"]
+
+        await wait_until(cleared, timeout=20, what="cleanup cleared")
+        assert "conveyor/PROJ-42" not in h.remote_branches()
+        rows = await h.store.run_read(stops.cleanups_for_task, done.id)
+        assert rows[0]["status"] == "done"
+
+
+async def test_someone_elses_push_is_never_deleted(tmp_path: Path) -> None:
+    async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT)) as h:
+        await h.send("To Analyse")
+        await running_job(h)
+        other = tmp_path / "someone"
+        git(tmp_path, "clone", "-q", str(h.bare), str(other))
+        git(other, "config", "user.name", "Someone"), git(other, "config", "user.email", "s@x")
+        git(other, "checkout", "-q", "conveyor/PROJ-42")
+        (other / "theirs.txt").write_text("mine\n")
+        git(other, "add", "theirs.txt"), git(other, "commit", "-q", "-m", "their work")
+        git(other, "push", "-q", "origin", "conveyor/PROJ-42")
+        theirs = h.remote_sha("conveyor/PROJ-42")
+        await h.send("STOP")
+        done = await cancelled(h)
+        assert h.remote_sha("conveyor/PROJ-42") == theirs  # left alone
+        events = await h.store.run_read(events_for_task, done.id)
+        assert any(e["kind"] == "branch_conflict" for e in events), json.dumps(events)
