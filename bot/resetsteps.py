@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,8 +43,10 @@ async def run_reset(svc: Services, stop_id: str) -> None:
         task = await svc.store.run_read(get_task, rec.task_id)
         if task is None:
             return
+        failpoint(f"before:{name}")
         result = await step(svc, rec, task)
         await svc.store.run(stops.mark_step, stop_id, name, result)
+        failpoint(f"after:{name}")
         log.info(
             "reset step done",
             extra={
@@ -52,6 +56,16 @@ async def run_reset(svc: Services, stop_id: str) -> None:
                 "outcome": result,
             },
         )
+
+
+def failpoint(point: str) -> None:
+    """Crash-test hook: `CONVEYOR_FAILPOINT=after:jobs` SIGKILLs this server right there.
+
+    Only the kill -9 acceptance tests set it; it proves a reset resumes from any step.
+    """
+    if os.environ.get("CONVEYOR_FAILPOINT") == point:
+        log.warning("failpoint reached; killing the server", extra={"action": point})
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # -- step 2: the process tree -------------------------------------------------------------

@@ -71,10 +71,10 @@ class WorkerPool:
     async def stop(self) -> None:
         """Stop claiming; stop the agents we run and hand their jobs back to the queue."""
         self._closing = True
+        entries = list(self.running.values())  # before the loops unregister them
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        entries = list(self.running.values())
         await asyncio.gather(*(self._interrupt(e) for e in entries), return_exceptions=True)
 
     async def _interrupt(self, entry: Running) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from state.models import OPEN_STOP_STATUSES, StopRecord, StopStatus
+
+__all__ = ["StopStatus"]
 from state.schema import pending_cleanups, stop_records, webhook_deliveries
 from state.store import insert_ignore
 

@@ -70,6 +70,7 @@ while True:
 
 def write_agent(directory: Path, name: str, body: str) -> str:
     """Write an agent script; return the shell command that runs it."""
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     path.write_text(textwrap.dedent(body))
     if name.endswith(".py"):

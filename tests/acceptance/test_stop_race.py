@@ -1,0 +1,112 @@
+"""STOP against normal completion: 200 races with the STOP landing within ±50 ms of the
+agent's exit. Each attempt ends with exactly one terminal outcome, and a new attempt of
+the same ticket started right after is never touched by the old stop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from state import stops
+from state.models import JobStatus, Stage
+from state.store import get_task
+from tests.harness import Harness, running, wait_until
+
+ITERATIONS = int(__import__("os").environ.get("RACE_ITERATIONS", "200"))
+AT_ONCE = 10
+AGENT_SECONDS = 0.3
+# Analysis records when it started, then exits 0 after AGENT_SECONDS; implementation
+# runs until stopped.
+ANALYSIS = f'date +%s.%N > "$CONVEYOR_DOCS_DIR/started-$CONVEYOR_RUN_ID"; sleep {AGENT_SECONDS}'
+IMPLEMENTATION = 'touch "$CONVEYOR_DOCS_DIR/impl-$CONVEYOR_RUN_ID"; exec sleep 60'
+
+
+async def one_race(h: Harness, n: int, rng: random.Random) -> str:
+    issue, seq = str(uuid.uuid4()), 1000 + n
+    key = f"PROJ-{seq}"
+    assert (await h.send("To Analyse", issue=issue, seq=seq)).json()["outcome"] == "started"
+    started = await wait_until(lambda: _started(h, key), timeout=60, what=f"{key} analysis")
+    exit_at = started + AGENT_SECONDS
+    jitter = rng.uniform(-0.05, 0.05)
+    await asyncio.sleep(max(0.0, exit_at + jitter - time.time()))
+    answer = (await h.send("STOP", issue=issue, seq=seq)).json()
+    assert answer["outcome"] in ("stop_requested", "ignored"), answer
+    task = await wait_until(lambda: _terminal(h, key), timeout=60, what=f"{key} terminal")
+    await _check_one_outcome(h, task.id)
+
+    fresh = await h.send("To Analyse", issue=issue, seq=seq)
+    assert fresh.json()["outcome"] == "started", fresh.json()
+    await wait_until(lambda: _impl_running(h, key), timeout=60, what=f"{key} rerun running")
+    await asyncio.sleep(0.45)  # two finalizer ticks (0.2 s each)
+    rerun = await h.task(key)
+    assert (
+        rerun.id != task.id and rerun.stage is Stage.IMPLEMENTATION and rerun.cancelled_at is None
+    )
+    assert all(j.status is not JobStatus.CANCELLED for j in await h.jobs(rerun.id))
+    await h.send("STOP", issue=issue, seq=seq)  # tidy up this ticket
+    await wait_until(lambda: _terminal(h, key), timeout=60, what=f"{key} cleaned")
+    return (
+        "stop_won" if _analysis_status(await h.jobs(task.id)) == "cancelled" else "completed_first"
+    )
+
+
+async def _started(h: Harness, key: str) -> float | None:
+    docs = h.svc.docs_dir(key)
+    files = list(docs.glob("started-*")) if docs.exists() else []
+    text = files[0].read_text().strip() if files else ""
+    return float(text) if text.endswith("\n") or len(text) > 12 else None
+
+
+async def _terminal(h: Harness, key: str):  # type: ignore[no-untyped-def]
+    task = await h.task(key)
+    if task.stage not in (Stage.CANCELLED, Stage.DONE):
+        return None
+    records = await h.store.run_read(stops.stops_for_task, task.id)
+    return task if all(r.status is not stops.StopStatus.OPEN for r in records) else None
+
+
+async def _impl_running(h: Harness, key: str) -> bool:
+    task = await h.task(key)
+    if task.cancelled_at is not None:
+        return False
+    return any(j.stage == "implementation" and j.pid for j in await h.jobs(task.id))
+
+
+def _analysis_status(jobs: list) -> str:  # type: ignore[type-arg]
+    return [j.status.value for j in jobs if j.stage == "analysis"][0]
+
+
+async def _check_one_outcome(h: Harness, task_id: int) -> None:
+    task = await h.store.run_read(get_task, task_id)
+    assert task is not None and task.stage is Stage.CANCELLED, task
+    all_jobs = await h.jobs(task_id)
+    analysis = [j for j in all_jobs if j.stage == "analysis"]
+    assert len(analysis) == 1, [(j.status, j.exit_code, j.error) for j in analysis]
+    assert analysis[0].status in (JobStatus.SUCCEEDED, JobStatus.CANCELLED)
+    assert all(j.status in (JobStatus.SUCCEEDED, JobStatus.CANCELLED) for j in all_jobs)
+    records = await h.store.run_read(stops.stops_for_task, task_id)
+    assert [r.status for r in records].count(stops.StopStatus.DONE) == 1
+
+
+@pytest.mark.slow
+async def test_stop_racing_completion(tmp_path: Path) -> None:
+    overrides = {
+        "agents.analysis": ANALYSIS,
+        "agents.implementation": IMPLEMENTATION,
+        "workers.concurrency": AT_ONCE * 2,
+        "stop.grace_seconds": 1,
+    }
+    rng = random.Random(20261121)
+    async with running(tmp_path, **overrides) as h:
+        results: list[str] = []
+        for start in range(0, ITERATIONS, AT_ONCE):
+            batch = range(start, min(ITERATIONS, start + AT_ONCE))
+            results += await asyncio.gather(*(one_race(h, n, rng) for n in batch))
+    assert len(results) == ITERATIONS
+    # Both sides of the race were exercised.
+    assert results.count("stop_won") > 0 and results.count("completed_first") > 0, results
