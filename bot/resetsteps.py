@@ -169,6 +169,17 @@ async def remove_worktree(svc: Services, rec: StopRecord, task: Task) -> dict[st
     detail = {"path": task.worktree_path, "branch": task.branch}
     try:
         removed = await retry_worktree(svc, task.repo, detail)
+    except git.UnsafePathError as exc:  # never retried: conveyor does not delete outside
+        await svc.store.run(
+            add_event,
+            task.id,
+            "worktree_refused",
+            svc.clock.now(),
+            stop_id=rec.id,
+            path=task.worktree_path,
+            reason=str(exc),
+        )
+        return {"removed": False, "refused": str(exc)}
     except (IntegrationError, UnknownRepoError) as exc:
         await _pending(svc, rec, task, "worktree", detail, str(exc))
         return {"removed": False, "pending": str(exc)}
