@@ -15,7 +15,14 @@ from state import jobs
 from state.machine import Facts, Trigger, decide
 from state.models import JobStatus, NewTask, Stage, Task
 from state.stops import open_stop
-from state.store import DuplicateTaskError, add_event, insert_task, live_task_for_issue, update_task
+from state.store import (
+    DuplicateTaskError,
+    add_event,
+    insert_task,
+    latest_task_for_issue,
+    live_task_for_issue,
+    update_task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +142,8 @@ async def stop_ticket(svc: Services, change: StatusChange) -> Answer:
         )
         return ignored(reason, task=change.key)
     task = await svc.store.run_read(live_task_for_issue, change.tracker, change.issue_id)
+    if task is None:  # a ticket whose task a stop already cancelled answers with that stop
+        task = await svc.store.run_read(latest_task_for_issue, change.tracker, change.issue_id)
     if task is None:
         return ignored("not_running", task=change.key)
     result = await stopplane.request_stop(

@@ -135,6 +135,25 @@ def live_task_for_issue(conn: Connection, tracker: str, issue_id: str) -> Task |
     return Task.from_row(row) if row else None
 
 
+def latest_task_for_issue(conn: Connection, tracker: str, issue_id: str) -> Task | None:
+    """The newest task of a ticket, tombstoned ones included."""
+    pattern = _like_literal(issue_id) + "#cancelled-%"
+    row = conn.execute(
+        select(tasks)
+        .where(
+            tasks.c.tracker == tracker,
+            or_(tasks.c.issue_id == issue_id, tasks.c.issue_id.like(pattern, escape="\\")),
+        )
+        .order_by(tasks.c.id.desc())
+        .limit(1)
+    ).first()
+    return Task.from_row(row) if row else None
+
+
+def _like_literal(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def find_task(conn: Connection, ref: str) -> Task | None:
     """A task by id, issue id or key: the live one first, else the newest tombstoned."""
     ref = ref.strip()
@@ -142,7 +161,7 @@ def find_task(conn: Connection, ref: str) -> Task | None:
         task = get_task(conn, int(ref))
         if task:
             return task
-    pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#cancelled-%"
+    pattern = _like_literal(ref) + "#cancelled-%"
     row = conn.execute(
         select(tasks)
         .where(
