@@ -24,7 +24,7 @@ MAX_CLEANUP_BACKOFF = 300.0
 async def finalizer_tick(svc: Services) -> None:
     """Apply deferred stops whose window closed, resume resets, retry cleanups."""
     for rec in await svc.store.run_read(stops.stops_with_status, StopStatus.DEFERRED):
-        if await svc.store.run(stopplane.deferred_ready, rec):
+        if await svc.store.run(stopplane.deferred_ready, rec, svc.clock.now()):
             log.info("deferred stop applied", extra={"stop_id": rec.id})
             stopplane.launch_reset(svc, rec.id)
     for rec in await svc.store.run_read(stops.stops_with_status, StopStatus.OPEN):

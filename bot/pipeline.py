@@ -16,10 +16,10 @@ from bot.services import Services
 from integrations import git
 from integrations.errors import IntegrationError
 from integrations.processes import AgentProcess, spawn_agent, stop_process_group
-from state import jobs
+from state import jobs, stops
 from state.errors import StaleVersionError
 from state.machine import Trigger, decide
-from state.models import AGENT_STAGES, Job, JobStatus, Stage, Task
+from state.models import AGENT_STAGES, Job, JobStatus, Stage, StopStatus, Task
 from state.store import add_event, get_task, update_task
 
 if TYPE_CHECKING:
@@ -252,10 +252,24 @@ def _settle_tx(
     if sha is not None and sha != task.branch_sha:
         task = update_task(conn, task, now, branch_sha=sha)  # always: the stop deletes by it
     if task.terminal or task.cancel_requested_at is not None:
-        return None  # being stopped: the reset settles the job (one outcome per attempt)
+        _settle_under_stop(conn, job, task, exit_code, error, now)
+        return None
     if exit_code == 0:
         return _succeeded(conn, job, task, now)
     return _failed(conn, job, task, exit_code, error, now, policy)
+
+
+def _settle_under_stop(
+    conn: Connection, job: Job, task: Task, exit_code: int | None, error: str | None, now: float
+) -> None:
+    # A deferred stop waits for this very step to end: record how it ended (and start
+    # nothing after it) so the window closes. An immediate reset settles the job itself
+    # as cancelled: one terminal outcome per attempt either way.
+    pending = stops.open_stop(conn, task.id)
+    if pending is None or pending.status is not StopStatus.DEFERRED:
+        return
+    status = JobStatus.SUCCEEDED if exit_code == 0 else JobStatus.FAILED
+    jobs.finish_job(conn, job.id, job.run_id or "", status, now, exit_code=exit_code, error=error)
 
 
 def _succeeded(conn: Connection, job: Job, task: Task, now: float) -> Task | None:

@@ -226,11 +226,14 @@ def _terminal(
     return StopResult("noop_already_terminal", task.key, task.id, closing.id if closing else None)
 
 
-def deferred_ready(conn: Connection, rec: StopRecord) -> bool:
+def deferred_ready(conn: Connection, rec: StopRecord, now: float) -> bool:
     """True when a deferred stop's window has closed; flips it to open (compare-and-set)."""
     task = get_task(conn, rec.task_id)
     if task is None:
         return False
     if not task.terminal and critical_window(task, task_facts(conn, task)) is not None:
         return False
-    return stops.update_stop(conn, rec.id, expect=StopStatus.DEFERRED, status=StopStatus.OPEN)
+    if not stops.update_stop(conn, rec.id, expect=StopStatus.DEFERRED, status=StopStatus.OPEN):
+        return False
+    add_event(conn, rec.task_id, "deferred_stop_applied", now, stop_id=rec.id, window=rec.window)
+    return True
