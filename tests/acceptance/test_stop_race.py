@@ -18,7 +18,7 @@ from state.store import get_task
 from tests.harness import Harness, running, wait_until
 
 ITERATIONS = int(__import__("os").environ.get("RACE_ITERATIONS", "200"))
-AT_ONCE = 10
+AT_ONCE = 20
 AGENT_SECONDS = 0.3
 # Analysis records when it started, then exits 0 after AGENT_SECONDS; implementation
 # runs until stopped.
