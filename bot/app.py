@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def all_routes() -> list[BaseRoute]:
-    from bot.routes import plane, stop, tasks
+    from bot.routes import meta, plane, stop, tasks
 
-    return [*health.routes, *plane.routes, *stop.routes, *tasks.routes]
+    return [*health.routes, *meta.routes, *plane.routes, *stop.routes, *tasks.routes]
 
 
 def create_app(

@@ -1,12 +1,24 @@
-"""Logging: readable text by default, JSON lines on request; context travels as fields."""
+"""Logging: readable text by default, JSON lines on request; context travels as fields.
+
+Whatever the format, a filter on the one handler replaces the configured secret values
+(admin token, webhook secret, API key, database password) wherever they would appear: in
+the message, in a field, in a traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from typing import Any
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus
 
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
+# The fields most lines carry, first in every line in this order; any other field follows.
 CONTEXT_FIELDS = (
     "task",
     "stop_id",
@@ -22,22 +34,29 @@ CONTEXT_FIELDS = (
     "pgid",
     "error",
 )
-_RESERVED = set(vars(logging.makeLogRecord({})))
+REDACTED = "[redacted]"
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and every context field."""
+    """One JSON object per line: ts (UTC), level, logger, msg, then the context fields
+    that have a value, and `exc` for a traceback."""
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": utc_timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        doc.update(_context(record))
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+        doc.update(context(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            doc["exc"] = record.exc_text
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
         return json.dumps(doc, default=str)
 
 
@@ -46,27 +65,103 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
-        extra = " ".join(f"{k}={v}" for k, v in _context(record).items())
+        extra = " ".join(f"{k}={v}" for k, v in context(record).items())
         return f"{base} {extra}" if extra else base
 
 
-def _context(record: logging.LogRecord) -> dict[str, Any]:
-    return {
+def utc_timestamp(created: float) -> str:
+    """`2026-11-21T10:00:00.123Z`"""
+    moment = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
+
+
+def context(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's `extra` fields that have a value: the known ones first, in order."""
+    fields = {
         k: v
         for k, v in vars(record).items()
-        if k not in _RESERVED
-        and not k.startswith("_")
-        and k not in ("message", "asctime", "color_message")
+        if k not in _RESERVED and not k.startswith("_") and v is not None
     }
+    known = {k: fields.pop(k) for k in CONTEXT_FIELDS if k in fields}
+    return {**known, **fields}
 
 
-def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
-    """Install one stderr handler on the root logger in the chosen format."""
+class RedactSecrets(logging.Filter):
+    """Replaces each secret value with `[redacted]` in a record's message, fields and
+    traceback, before any formatter sees it."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret that contains another is replaced whole.
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        record.msg, record.args = self.redact(record.getMessage()), None
+        for key, value in context(record).items():
+            setattr(record, key, self.scrub(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+    def scrub(self, value: Any) -> Any:
+        """A field's value with the secrets taken out (containers kept as containers)."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self.scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.scrub(v) for v in value]
+        if isinstance(value, bool | int | float):
+            return value
+        text = str(value)
+        cleaned = self.redact(text)
+        return value if cleaned == text else cleaned
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """The secret values in `settings`, as they could appear in a log line."""
+    values = [
+        settings.server.admin_token.get_secret_value(),
+        settings.trackers.plane.webhook_secret.get_secret_value(),
+        settings.trackers.plane.api_key.get_secret_value(),
+    ]
+    password = database_password(settings.server.database_url)
+    if password:
+        values += [password, quote(password, safe=""), quote_plus(password)]
+    return [v for v in values if v]
+
+
+def database_password(url: str) -> str | None:
+    """The password in a database URL, if it has one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except (ArgumentError, ValueError):
+        return None
+    return None if password is None else str(password)
+
+
+def configure_logging(
+    fmt: str = "text", level: int = logging.INFO, *, secrets: Iterable[str] = ()
+) -> None:
+    """Install one stderr handler on the root logger in the chosen format, redacting
+    `secrets` (use `secrets_of(settings)`)."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(_TEXT_FORMAT))
+    handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio.to_thread
 import httpx
 
+from bot.metrics import Metrics
 from bot.services import Services
 from integrations.trackers.plane_client import PlaneClient, ProjectIdentifiers, StateNames
 from state.db import upgrade
@@ -29,6 +30,7 @@ async def running(
         await anyio.to_thread.run_sync(upgrade, svc.store.engine)
     svc.data_dir.mkdir(parents=True, exist_ok=True)
     svc.extras["wake"] = asyncio.Event()
+    svc.extras["metrics"] = Metrics(svc)
     async with contextlib.AsyncExitStack() as stack:
         svc.http = await stack.enter_async_context(httpx.AsyncClient(timeout=TRACKER_TIMEOUT))
         _open_plane(svc, svc.http)

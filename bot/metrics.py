@@ -1,0 +1,206 @@
+"""Prometheus metrics, one registry per app (several apps share a test process).
+
+Counters and histograms are fed by hooks the intake and the stop plane call; the gauges
+are read from the store when Prometheus scrapes, so they are right in every process that
+shares the database, with nothing to keep in step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import ColumnElement, Connection, Table, func, select
+
+from bot.services import Services
+from state.errors import StoreError
+from state.models import ALL_STAGES, JobStatus, StopStatus
+from state.schema import jobs, pending_cleanups, stop_records, tasks
+
+log = logging.getLogger(__name__)
+
+STOP_OUTCOMES = (
+    "stop_requested",
+    "stop_deferred",
+    "noop_already_terminal",
+    "cancelled_graceful",
+    "cancelled_forced",
+)
+# From a cooperative agent's first 50 ms to a stubborn one killed after a long grace.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The app's metrics and the hooks that feed them (`svc.extras["metrics"]`)."""
+
+    def __init__(self, svc: Services) -> None:
+        self.registry = CollectorRegistry()
+        self.deliveries = Counter(
+            "conveyor_webhook_deliveries",
+            "Tracker webhook deliveries, by tracker and the outcome answered.",
+            ["tracker", "outcome"],
+            registry=self.registry,
+        )
+        self.stops = Counter(
+            "conveyor_stops",
+            "Stops: decisions at request time and terminal outcomes of resets.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.group_empty = _duration(
+            self.registry,
+            "conveyor_stop_group_empty_seconds",
+            "From a stop request to the agents' process groups being empty.",
+        )
+        self.terminal = _duration(
+            self.registry,
+            "conveyor_stop_terminal_seconds",
+            "From a stop request to the task being terminal (cancelled).",
+        )
+        self.registry.register(StoreGauges(svc))
+        for outcome in STOP_OUTCOMES:
+            self.stops.labels(outcome)  # present at 0 before the first stop
+
+    def webhook(self, tracker: str, outcome: str) -> None:
+        self.deliveries.labels(tracker, outcome).inc()
+
+    def stop_requested(self, outcome: str) -> None:
+        """A new stop decided: stop_requested, stop_deferred or noop_already_terminal."""
+        self.stops.labels(outcome).inc()
+
+    def stop_group_empty(self, seconds: float) -> None:
+        self.group_empty.observe(max(0.0, seconds))
+
+    def stop_finished(self, outcome: str, seconds: float | None) -> None:
+        """A reset made its task terminal; `seconds` is None when the request was not
+        seen by this process (a deferred stop applied later, a reset resumed after a restart)."""
+        self.stops.labels(outcome).inc()
+        if seconds is not None:
+            self.terminal.observe(max(0.0, seconds))
+
+    def exposition(self) -> bytes:
+        """The text exposition; blocking (the gauges query the store)."""
+        return generate_latest(self.registry)
+
+    async def render(self) -> bytes:
+        return await anyio.to_thread.run_sync(self.exposition)
+
+
+def _duration(registry: CollectorRegistry, name: str, doc: str) -> Histogram:
+    return Histogram(name, doc, buckets=DURATION_BUCKETS, registry=registry)
+
+
+def install(svc: Services) -> Metrics:
+    """The app's Metrics, made on first use."""
+    metrics = svc.extras.get("metrics")
+    if not isinstance(metrics, Metrics):
+        metrics = svc.extras["metrics"] = Metrics(svc)
+    return metrics
+
+
+# -- gauges read at scrape time ----------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """What the gauges show, read in one transaction."""
+
+    tasks: dict[str, int] = field(default_factory=dict)
+    jobs: dict[str, int] = field(default_factory=dict)
+    stops_deferred: int = 0
+    cleanups_pending: int = 0
+    running_with_pid: int = 0
+
+
+def read_snapshot(conn: Connection) -> Snapshot:
+    return Snapshot(
+        tasks=_counts(conn, tasks.c.stage, [s.value for s in ALL_STAGES]),
+        jobs=_counts(conn, jobs.c.status, [s.value for s in JobStatus]),
+        stops_deferred=_count(
+            conn, stop_records.c.status == StopStatus.DEFERRED.value, stop_records
+        ),
+        cleanups_pending=_count(conn, pending_cleanups.c.status == "pending", pending_cleanups),
+        running_with_pid=_count(conn, _running_with_pid(), jobs),
+    )
+
+
+def _running_with_pid() -> ColumnElement[bool]:
+    return (jobs.c.status == JobStatus.RUNNING.value) & jobs.c.pid.is_not(None)
+
+
+def _counts(conn: Connection, column: ColumnElement[Any], known: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(known, 0)
+    rows = conn.execute(select(column, func.count()).group_by(column))
+    for value, n in rows:
+        counts[str(value)] = int(n)
+    return counts
+
+
+def _count(conn: Connection, where: ColumnElement[bool], table: Table) -> int:
+    query = select(func.count()).select_from(table).where(where)
+    return int(conn.execute(query).scalar_one())
+
+
+class StoreGauges(Collector):
+    """Gauges from the store and the worker pool, computed on each scrape."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def describe(self) -> Iterable[Metric]:
+        return families(Snapshot(), processes=None)
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            snapshot = self.svc.store.query(read_snapshot)
+        except StoreError as exc:
+            # A scrape still answers (with the counters); the gauges come back with the DB.
+            log.warning("metrics: store unreadable", extra={"error": str(exc)})
+            return []
+        return families(snapshot, processes=self._processes(snapshot))
+
+    def _processes(self, snapshot: Snapshot) -> int:
+        """This server's agent processes when it runs workers, else running jobs with a pid."""
+        pool = self.svc.extras.get("workers")
+        running = getattr(pool, "running", None)
+        return len(running) if running is not None else snapshot.running_with_pid
+
+
+def families(snapshot: Snapshot, *, processes: int | None) -> list[Metric]:
+    """The gauge families for a snapshot; without samples when `processes` is None (the
+    registry's describe)."""
+    filled = processes is not None
+    return [
+        _labelled("conveyor_jobs", "Jobs by status.", "status", snapshot.jobs, filled),
+        _labelled("conveyor_tasks", "Tasks by stage.", "stage", snapshot.tasks, filled),
+        _gauge(
+            "conveyor_stops_deferred",
+            "Stops waiting for a merge or deploy step to finish.",
+            snapshot.stops_deferred if filled else None,
+        ),
+        _gauge(
+            "conveyor_cleanups_pending",
+            "Reset steps (worktree, remote branch) that failed and wait for a retry.",
+            snapshot.cleanups_pending if filled else None,
+        ),
+        _gauge("conveyor_agent_processes_running", "Agent processes running.", processes),
+    ]
+
+
+def _labelled(
+    name: str, doc: str, label: str, counts: dict[str, int], filled: bool
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=[label])
+    for value, n in counts.items() if filled else ():
+        family.add_metric([value], n)
+    return family
+
+
+def _gauge(name: str, doc: str, value: int | None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
