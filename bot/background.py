@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -37,36 +40,46 @@ async def started(svc: Services) -> AsyncIterator[None]:
         await pool.stop()
 
 
+def _quiet_on_shutdown(tick: Callable[[Services], Awaitable[None]]) -> Callable[..., Any]:
+    """A tick cancelled because the app is stopping is not an error worth a traceback."""
+
+    @functools.wraps(tick)
+    async def run(svc: Services) -> None:
+        try:
+            await tick(svc)
+        except asyncio.CancelledError:
+            log.debug("scheduled tick cancelled by shutdown", extra={"action": tick.__name__})
+
+    return run
+
+
 def build_scheduler(svc: Services) -> AsyncIOScheduler:
     """APScheduler 3 with fixed job ids: finalizer, reaper, watchdog."""
     scheduler = AsyncIOScheduler(
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
     )
-    every = svc.settings.stop.finalizer_interval_seconds
-    scheduler.add_job(
-        finalizer.finalizer_tick,
-        "interval",
-        seconds=every,
-        args=[svc],
-        id="conveyor.finalizer",
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        finalizer.reaper_tick,
-        "interval",
-        seconds=max(1.0, svc.settings.workers.lease_seconds / 3),
-        args=[svc],
-        id="conveyor.reaper",
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        finalizer.watchdog_tick,
-        "interval",
-        seconds=WATCHDOG_SECONDS,
-        args=[svc],
-        id="conveyor.watchdog",
-        replace_existing=True,
-    )
+    schedule = [
+        (
+            "conveyor.finalizer",
+            finalizer.finalizer_tick,
+            svc.settings.stop.finalizer_interval_seconds,
+        ),
+        (
+            "conveyor.reaper",
+            finalizer.reaper_tick,
+            max(1.0, svc.settings.workers.lease_seconds / 3),
+        ),
+        ("conveyor.watchdog", finalizer.watchdog_tick, WATCHDOG_SECONDS),
+    ]
+    for job_id, tick, seconds in schedule:
+        scheduler.add_job(
+            _quiet_on_shutdown(tick),
+            "interval",
+            seconds=seconds,
+            args=[svc],
+            id=job_id,
+            replace_existing=True,
+        )
     return scheduler
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -31,6 +33,28 @@ def repo_spec(svc: Services, name: str) -> RepoSpec:
         default_branch=repo.default_branch,
         protected_branches=tuple(repo.protected_branches),
     )
+
+
+# One lock per repository for this process: git's worktree bookkeeping is not safe
+# against itself (`git worktree prune` beside a `git worktree add` can delete the new
+# worktree's admin files: "failed to read .git/worktrees/X/commondir").
+_repo_locks: dict[Path, threading.Lock] = {}
+_guard = threading.Lock()
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    with _guard:
+        return _repo_locks.setdefault(path, threading.Lock())
+
+
+async def in_repo(fn: Callable[..., T], repo: RepoSpec, *args: Any, **kwargs: Any) -> T:
+    """`fn(repo, …)` in a worker thread, one git call at a time per repository."""
+
+    def call() -> T:
+        with _lock_for(repo.path):
+            return fn(repo, *args, **kwargs)
+
+    return await anyio.to_thread.run_sync(call)
 
 
 async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from bot import pipeline, releasing
-from bot.gitops import off_loop, repo_spec
+from bot.gitops import in_repo, repo_spec
 from bot.services import Services
 from integrations import git
 from state import jobs
@@ -33,7 +33,7 @@ async def run_merge(svc: Services, job: Job, task: Task) -> None:
     if started is None:
         return
     try:
-        result = await off_loop(
+        result = await in_repo(
             git.merge_branch,
             repo_spec(svc, task.repo),
             started.branch or "",

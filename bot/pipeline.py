@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from bot import releasing
-from bot.gitops import off_loop, repo_spec
+from bot.gitops import in_repo, off_loop, repo_spec
 from bot.services import Services
 from integrations import git
 from integrations.errors import IntegrationError
@@ -93,14 +93,14 @@ async def ensure_worktree(svc: Services, task: Task) -> Task:
             return task
     repo = repo_spec(svc, task.repo)
     try:
-        tree = await off_loop(
+        tree = await in_repo(
             git.create_worktree, repo, svc.worktrees_root, task.key, git.branch_name(task.key)
         )
     except git.UnsafeBranchError:
         raise
     except git.GitError:  # a leftover of an earlier task of this ticket: use a fresh name
         unique = f"{task.key}-{task.id}"
-        tree = await off_loop(
+        tree = await in_repo(
             git.create_worktree,
             repo,
             svc.worktrees_root,
@@ -227,7 +227,7 @@ async def _push(svc: Services, task_id: int) -> str | None:
         return None
     if not task.worktree_path:
         return None
-    return await off_loop(
+    return await in_repo(
         git.push_branch, repo_spec(svc, task.repo), _path(task.worktree_path), task.branch
     )
 

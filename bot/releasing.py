@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bot.gitops import off_loop, repo_spec
+from bot.gitops import in_repo, repo_spec
 from bot.services import Services
 from integrations import git
 from integrations.errors import IntegrationError
@@ -21,7 +21,7 @@ async def after_done(svc: Services, task: Task) -> None:
     if repo is None or not repo.remove_worktree_when_done or not task.worktree_path:
         return
     try:
-        removed = await off_loop(
+        removed = await in_repo(
             git.remove_worktree,
             repo_spec(svc, task.repo),
             svc.worktrees_root,

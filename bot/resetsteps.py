@@ -15,7 +15,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.gitops import UnknownRepoError, off_loop, repo_spec
+from bot.gitops import UnknownRepoError, in_repo, repo_spec
 from bot.services import Services
 from integrations import git
 from integrations.errors import IntegrationError
@@ -189,10 +189,10 @@ async def remove_worktree(svc: Services, rec: StopRecord, task: Task) -> dict[st
 async def retry_worktree(svc: Services, repo_name: str, detail: dict[str, Any]) -> bool:
     """Remove the worktree and its local branch (shared with the finalizer's retries)."""
     repo = repo_spec(svc, repo_name)
-    removed = await off_loop(git.remove_worktree, repo, svc.worktrees_root, _path(detail["path"]))
+    removed = await in_repo(git.remove_worktree, repo, svc.worktrees_root, _path(detail["path"]))
     if detail.get("branch"):
         try:
-            await off_loop(git.delete_local_branch, repo, detail["branch"])
+            await in_repo(git.delete_local_branch, repo, detail["branch"])
         except git.GitError as exc:  # the remote branch is what matters; note and go on
             log.warning("local branch not deleted", extra={"error": str(exc)})
     return removed
@@ -227,7 +227,7 @@ async def delete_branch(svc: Services, rec: StopRecord, task: Task) -> dict[str,
 
 async def retry_branch(svc: Services, repo_name: str, detail: dict[str, Any]) -> git.DeleteResult:
     repo = repo_spec(svc, repo_name)
-    return await off_loop(
+    return await in_repo(
         git.delete_remote_branch,
         repo,
         detail["branch"],
