@@ -74,7 +74,7 @@ async def request_stop(
         },
     )
     metrics = svc.extras.get("metrics")
-    if metrics is not None and result.new:
+    if metrics is not None and (result.new or result.outcome == "noop_already_terminal"):
         metrics.stop_requested(result.outcome)
     if result.new and result.outcome == "stop_requested" and result.stop_id:
         svc.extras.setdefault("stop_started", {})[result.stop_id] = svc.clock.monotonic()
