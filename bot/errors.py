@@ -7,3 +7,11 @@ class ConveyorError(Exception):
 
 class ConfigError(ConveyorError):
     """A setting is missing or has a value that is not allowed."""
+
+
+class UsageError(ConveyorError):
+    """A command line the user can fix: an argument conveyor cannot use."""
+
+
+class ServerError(ConveyorError):
+    """The running server could not be reached, or refused or failed a request."""

@@ -1,14 +1,21 @@
-"""Run the app under uvicorn; SIGINT/SIGTERM shut the lifespan down cleanly, exit 0."""
+"""Run the app under uvicorn; SIGINT/SIGTERM shut the lifespan down cleanly, exit 0.
+
+`serving_in_thread` runs the same app in a background thread (the demo, tests).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Generator
+import socket
+import threading
+import time
+from collections.abc import Generator, Iterator
 
 import uvicorn
 
 from bot.app import create_app
+from bot.errors import ConveyorError
 from bot.settings import Settings
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -41,3 +48,35 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     server = _Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+@contextlib.contextmanager
+def serving_in_thread(
+    settings: Settings, *, host: str = "127.0.0.1", start_timeout: float = 30.0
+) -> Iterator[str]:
+    """The app under uvicorn in a background thread on a free port of `host`; yields its
+    URL and shuts the server (and its lifespan) down on the way out."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))  # the kernel's free port, held from now on: no race with others
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="conveyor-server", daemon=True
+    )
+    thread.start()
+    try:
+        _wait_started(server, thread, start_timeout)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=start_timeout)
+        sock.close()
+
+
+def _wait_started(server: uvicorn.Server, thread: threading.Thread, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise ConveyorError("the server did not start; its log says why")
+        time.sleep(0.02)
