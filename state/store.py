@@ -154,9 +154,19 @@ def _like_literal(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def recent_tasks(conn: Connection, limit: int) -> list[Task]:
+    """The most recently changed tasks, newest first."""
+    rows = conn.execute(
+        select(tasks).order_by(tasks.c.updated_at.desc(), tasks.c.id.desc()).limit(limit)
+    )
+    return [Task.from_row(row) for row in rows]
+
+
 def find_task(conn: Connection, ref: str) -> Task | None:
     """A task by id, issue id or key: the live one first, else the newest tombstoned."""
     ref = ref.strip()
+    if not ref or "\x00" in ref:  # PostgreSQL refuses NUL in text; nothing matches it
+        return None
     if ref.isascii() and ref.isdigit() and 0 < int(ref) <= MAX_TASK_ID:
         task = get_task(conn, int(ref))
         if task:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -12,18 +12,12 @@ from starlette.routing import Route
 from bot import views
 from bot.http import error, services
 from state.jobs import jobs_for_task
-from state.models import Task
 from state.queue import queue_summary
-from state.schema import tasks
 from state.stops import cleanups_for_task, stops_for_task
-from state.store import events_for_task, find_task
+from state.store import events_for_task, find_task, recent_tasks
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-# Task ids are 32-bit integers; find_task would hand a larger one to the database, which
-# refuses it (an error, not "no such task"), so such a ref can match nothing here.
-_MAX_TASK_ID = 2**31 - 1
-
 BAD_LIMIT = "limit must be an integer from 1 to {max}, got {given!r}"
 NO_SUCH_TASK = "no task matches '{ref}' (try a task id, an issue id or a key like PROJ-42)"
 
@@ -66,17 +60,10 @@ def parse_limit(raw: str | None) -> int | None:
     return limit if 1 <= limit <= MAX_LIMIT else None
 
 
-def recent_tasks(conn: Connection, limit: int) -> list[Task]:
-    rows = conn.execute(
-        select(tasks).order_by(tasks.c.updated_at.desc(), tasks.c.id.desc()).limit(limit)
-    )
-    return [Task.from_row(row) for row in rows]
-
-
 def task_detail(conn: Connection, ref: str) -> dict[str, Any] | None:
     """Everything GET /tasks/{ref} shows, read in one transaction."""
     text = ref.strip()
-    task = None if _unsearchable(text) else find_task(conn, text)
+    task = find_task(conn, text)
     if task is None:
         return None
     return {
@@ -86,16 +73,6 @@ def task_detail(conn: Connection, ref: str) -> dict[str, Any] | None:
         "audit": [views.event_view(event) for event in events_for_task(conn, task.id)],
         "cleanups": [views.cleanup_view(item) for item in cleanups_for_task(conn, task.id)],
     }
-
-
-def _unsearchable(text: str) -> bool:
-    """Refs find_task cannot take: empty, NUL (PostgreSQL refuses it), or digits that are
-    no 32-bit task id."""
-    if not text or "\x00" in text:
-        return True
-    if not text.isdigit():
-        return False
-    return not text.isascii() or len(text) > 10 or int(text) > _MAX_TASK_ID
 
 
 routes = [
