@@ -1,0 +1,283 @@
+"""Reset cost: conveyor's whole reset (stop the agent, cancel jobs, remove the worktree,
+delete the remote branch on a local bare remote, tombstone, terminal) beside the floor
+of the same git work done with plain `git worktree remove --force` + `git push
+--delete`, interleaved task by task in one run.
+
+Each conveyor task has a pushed feature branch (its analysis agent committed) and a
+cooperative implementation agent running. Each floor task has a worktree with one
+commit on a branch pushed to the same remote. Resets go one at a time, alternating with
+the floor, so both see the same machine. Per-step times come from the server's log.
+
+    python bench/reset_cost.py [--tasks 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/reset_cost.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+
+from bench.agents import (  # noqa: E402
+    Running,
+    StoreReader,
+    start_tickets,
+    stop_body,
+    wait_running,
+    write_agents,
+)
+from bench.common import (  # noqa: E402
+    conveyor_server,
+    free_port,
+    git,
+    kill_survivors,
+    make_repo,
+    new_token,
+    percentile,
+    ratio,
+    settings_doc,
+    summarize,
+    survivors,
+    table,
+    task_key,
+    verdict,
+    workspace,
+)
+
+TARGET = 1.5
+STEPS = (
+    "processes",
+    "jobs",
+    "lease",
+    "worktree",
+    "remote_branch",
+    "tombstone",
+    "terminal",
+    "notify",
+)
+
+
+@dataclass
+class ResetResult:
+    tasks: int
+    floor: list[float] = field(default_factory=list)  # seconds per task: remove + push
+    floor_remove: list[float] = field(default_factory=list)
+    floor_push: list[float] = field(default_factory=list)
+    conveyor: list[float] = field(default_factory=list)  # STOP sent -> stop record closed
+    steps: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    problems: list[str] = field(default_factory=list)
+    survivors: list[int] = field(default_factory=list)
+
+    @property
+    def ratio_total(self) -> float:
+        return ratio(sum(self.conveyor), sum(self.floor))
+
+    @property
+    def ratio_p50(self) -> float:
+        return ratio(percentile(self.conveyor, 50), percentile(self.floor, 50))
+
+    @property
+    def clean(self) -> bool:
+        return not (self.problems or self.survivors) and len(self.conveyor) == self.tasks
+
+
+def _timed_git(cwd: Path, *args: str) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return time.perf_counter() - started
+
+
+def floor_setup(clone: Path, root: Path, n: int) -> list[tuple[Path, str]]:
+    """n worktrees, each with one commit on a branch pushed to the remote."""
+    made = []
+    for k in range(1, n + 1):
+        path, branch = root / "floor-worktrees" / f"FLOOR-{k}", f"conveyor/FLOOR-{k}"
+        git(clone, "worktree", "add", "-q", "-b", branch, str(path), "main")
+        (path / "work.txt").write_text(f"floor {k}\n")
+        git(path, "add", "work.txt")
+        git(path, "commit", "-q", "-m", "floor work")
+        git(clone, "push", "-q", "origin", branch)
+        made.append((path, branch))
+    return made
+
+
+def floor_reset(clone: Path, path: Path, branch: str, result: ResetResult) -> None:
+    removed = _timed_git(clone, "worktree", "remove", "--force", str(path))
+    pushed = _timed_git(clone, "push", "-q", "origin", "--delete", branch)
+    result.floor_remove.append(removed)
+    result.floor_push.append(pushed)
+    result.floor.append(removed + pushed)
+
+
+def conveyor_reset(
+    client: httpx.Client, reader: StoreReader, running: Running, result: ResetResult
+) -> str | None:
+    """STOP one task and wait for its stop record to close; the stop id."""
+    body, headers = stop_body(running.ticket)
+    sent = time.time()
+    answer = client.post("/webhooks/plane", content=body, headers=headers)
+    if answer.status_code != 202 or answer.json().get("outcome") != "stop_requested":
+        result.problems.append(
+            f"STOP {task_key(running.ticket)}: {answer.status_code} {answer.text}"
+        )
+        return None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = reader.tasks([running.task_id])[running.task_id]
+        if state.stop_closed_at is not None:
+            result.conveyor.append(state.stop_closed_at - sent)
+            if state.outcome != "cancelled_graceful":
+                result.problems.append(f"{task_key(running.ticket)}: outcome {state.outcome}")
+            return str(answer.json().get("stop_id"))
+        time.sleep(0.005)
+    result.problems.append(f"{task_key(running.ticket)}: reset not closed in 60 s")
+    return None
+
+
+def step_times(log: Path, stop_ids: set[str]) -> dict[str, list[float]]:
+    """Seconds each reset step took, from the server's JSON log lines (ms resolution)."""
+    marks: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict) or doc.get("stop_id") not in stop_ids:
+            continue
+        at = datetime.fromisoformat(str(doc["ts"]).replace("Z", "+00:00")).timestamp()
+        if str(doc.get("msg", "")).startswith("stop stop_requested"):
+            marks[doc["stop_id"]].append(("requested", at))
+        elif doc.get("msg") == "reset step done":
+            marks[doc["stop_id"]].append((str(doc.get("action")), at))
+    steps: dict[str, list[float]] = defaultdict(list)
+    for sequence in marks.values():
+        for (_, before), (name, after) in zip(sequence, sequence[1:], strict=False):
+            steps[name].append(after - before)
+    return steps
+
+
+def check_git(clone: Path, bare: Path, result: ResetResult) -> None:
+    left = git(bare, "for-each-ref", "--format=%(refname:short)", "refs/heads/conveyor/")
+    if left:
+        result.problems.append(f"remote branches left: {left.split()[:5]}")
+    trees = [
+        line
+        for line in git(clone, "worktree", "list", "--porcelain").splitlines()
+        if line.startswith("worktree ")
+    ]
+    if len(trees) != 1:
+        result.problems.append(f"{len(trees) - 1} worktrees left")
+
+
+def run(*, tasks: int = 10, keep: bool = False) -> ResetResult:
+    """Set up both sides, then alternate floor and conveyor resets task by task."""
+    token = new_token()
+    result = ResetResult(tasks)
+    tickets = [2 * k for k in range(1, tasks + 1)]  # even: cooperative agents
+    with workspace("reset", keep) as root:
+        clone, bare = make_repo(root)
+        commands = write_agents(root / "agents")
+        doc = settings_doc(
+            root,
+            clone,
+            free_port(),
+            agents={
+                "analysis": commands["commit"],
+                "implementation": commands["mixed"],
+                "review": commands["commit"],
+            },
+            workers={"concurrency": min(64, max(2, tasks))},
+            log_format="json",
+        )
+        server = conveyor_server(root, doc, token)
+        reader = StoreReader(root / "conveyor.db")
+        try:
+            server.start()
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                start_tickets(client, tickets)
+                running = wait_running(
+                    client, root / "data", tickets, "implementation", timeout=180
+                )
+                floors = floor_setup(clone, root, tasks)
+                stop_ids = set()
+                for (path, branch), task in zip(floors, running, strict=True):
+                    floor_reset(clone, path, branch, result)
+                    stop_id = conveyor_reset(client, reader, task, result)
+                    if stop_id:
+                        stop_ids.add(stop_id)
+                for task in running:
+                    detail = client.get(f"/tasks/{task.task_id}").json()["task"]
+                    if not detail.get("tombstoned"):
+                        result.problems.append(f"{task_key(task.ticket)} not tombstoned")
+        finally:
+            reader.close()
+            server.stop()
+            result.survivors = kill_survivors(token) if survivors(token) else []
+        check_git(clone, bare, result)
+        result.steps.update(step_times(server.log, stop_ids))
+    return result
+
+
+def render(result: ResetResult) -> str:
+    f, c = summarize(result.floor), summarize(result.conveyor)
+    rows = [
+        ["floor: worktree remove --force", *_ms(result.floor_remove)],
+        ["floor: push --delete", *_ms(result.floor_push)],
+        ["floor: both", *_ms(result.floor)],
+        ["conveyor: STOP sent -> reset closed", *_ms(result.conveyor)],
+    ]
+    step_rows = [[name, *_ms(result.steps.get(name, []))] for name in STEPS]
+    return "\n".join(
+        [
+            f"reset cost: {result.tasks} tasks, each with a pushed feature branch and a cooperative agent; "
+            "resets one at a time, alternating with the floor",
+            "",
+            table(["measure", "n", "p50 ms", "p99 ms", "total ms"], rows),
+            "",
+            f"conveyor/floor: total {result.ratio_total:.2f}x, p50 {result.ratio_p50:.2f}x "
+            f"(target total <= {TARGET}x: {verdict(result.ratio_total <= TARGET)}); "
+            f"floor p50 {f.ms('p50')} ms, conveyor p50 {c.ms('p50')} ms",
+            "",
+            "conveyor reset steps (server log, ms resolution; 'processes' counts from the stop's record)",
+            table(["step", "n", "p50 ms", "p99 ms", "total ms"], step_rows),
+            "",
+            f"problems: {len(result.problems)}; survivors: {len(result.survivors)}; checks: {'OK' if result.clean else 'FAILED'}",
+            *[f"problem: {p}" for p in result.problems],
+        ]
+    )
+
+
+def _ms(values: Sequence[float]) -> list[object]:
+    s = summarize(values)
+    return [s.n, s.ms("p50"), s.ms("p99"), f"{sum(values) * 1000:.0f}"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--tasks", type=int, default=10, help="tasks reset (default 10, at most 64)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
+    args = parser.parse_args(argv)
+    result = run(tasks=args.tasks, keep=args.keep)
+    print(render(result))
+    return 0 if result.clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Every benchmark at tiny sizes: it runs, cleans up, and its numbers are sane (positive,
+ratios finite, no 5xx, no survivors). Never a timing threshold: the machine is shared."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import queue_scale, reset_cost, stop_latency, webhook_intake
+
+pytestmark = pytest.mark.slow
+
+
+def sane(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def test_webhook_intake_smoke() -> None:
+    result = webhook_intake.run(
+        requests=120, concurrency=4, rate=40, rate_seconds=1, max_seconds=30
+    )
+    assert result.server_errors == 0 and result.transport_errors == 0
+    assert result.store.clean, result.store
+    assert result.store.keys_sent > 0 and result.store.tickets_started > 0
+    assert sane(result.bare.throughput) and sane(result.conveyor.throughput)
+    assert sane(result.throughput_ratio)
+    assert sane(result.conveyor.latency.p99) and sane(result.conveyor_rate.latency.p99)
+    assert result.conveyor.outcomes["duplicate"] > 0 and result.conveyor.outcomes["started"] > 0
+    assert result.survivors == [] and result.clean
+    assert "throughput conveyor/bare" in webhook_intake.render(result)
+
+
+def test_stop_latency_smoke() -> None:
+    result = stop_latency.run(tasks=2, grace=1.0)
+    assert result.clean, (result.wrong_outcomes, result.unfinished, result.survivors)
+    for side in (result.floor, result.conveyor):
+        assert sorted(side.empty) == [1, 2]
+        assert all(sane(v) for v in side.empty.values())
+    assert sorted(result.conveyor.terminal) == [1, 2]
+    assert all(sane(v) for v in result.conveyor.terminal.values())
+    assert math.isfinite(result.cooperative_overhead)
+    assert "conveyor p99 - floor p99" in stop_latency.render(result)
+
+
+def test_reset_cost_smoke() -> None:
+    result = reset_cost.run(tasks=2)
+    assert result.clean, (result.problems, result.survivors)
+    assert len(result.floor) == len(result.conveyor) == 2
+    assert all(sane(v) for v in result.floor + result.conveyor)
+    assert sane(result.ratio_total) and sane(result.ratio_p50)
+    assert set(result.steps) >= {"processes", "worktree", "remote_branch", "terminal"}
+    assert "conveyor/floor" in reset_cost.render(result)
+
+
+def test_queue_scale_smoke() -> None:
+    backends = ["sqlite"]
+    if queue_scale.postgres_url(None):
+        backends.append("postgresql")
+    result = queue_scale.run(sizes=[100, 1000], backends=backends, samples=5, budget=5.0)
+    assert result.clean and result.server_errors == 0
+    assert len(result.points) == 2 * len(backends)
+    for point in result.points:
+        assert point.rows["tasks"] == point.size and point.rows["jobs"] > point.size
+        assert sane(point.queue.p50) and sane(point.webhook.p99) and point.queue_bytes > 0
+    for backend in backends:
+        assert all(sane(factor) for _, _, factor in result.growth(backend, "queue"))
+    assert "growth per 10x" in queue_scale.render(result)
