@@ -173,19 +173,22 @@ def expired_jobs(conn: Connection, now: float) -> list[Job]:
 def requeue_expired(conn: Connection, job: Job, now: float) -> bool:
     """Put a job whose lease expired back in the queue: never a cancelled job, never one
     whose task has an open stop or is terminal. The conditions live in the UPDATE itself."""
-    open_stop = exists().where(
-        stop_records.c.task_id == jobs.c.task_id, stop_records.c.status.in_(OPEN_STOP_STATUSES)
-    )
     live_task = exists().where(
         tasks.c.id == jobs.c.task_id,
         tasks.c.cancelled_at.is_(None),
         tasks.c.stage.not_in(("done", "cancelled")),
     )
+    return _back_to_queue(conn, job, now, jobs.c.lease_expires_at < now, live_task)
+
+
+def _back_to_queue(conn: Connection, job: Job, now: float, *conditions: Any) -> bool:
+    """Running → queued for a fresh claim, unless the task is being stopped."""
+    open_stop = exists().where(
+        stop_records.c.task_id == jobs.c.task_id, stop_records.c.status.in_(OPEN_STOP_STATUSES)
+    )
     result = conn.execute(
         update(jobs)
-        .where(
-            _running(job.id, job.run_id or ""), jobs.c.lease_expires_at < now, ~open_stop, live_task
-        )
+        .where(_running(job.id, job.run_id or ""), ~open_stop, *conditions)
         .values(
             status=JobStatus.QUEUED.value,
             run_id=None,
@@ -283,24 +286,7 @@ def defer_job(conn: Connection, job: Job, run_after: float) -> bool:
 def requeue_interrupted(conn: Connection, job: Job, now: float) -> bool:
     """A running job whose worker went away (shutdown, crash) goes back to the queue,
     unless its task is being stopped: then the reset settles it."""
-    open_stop = exists().where(
-        stop_records.c.task_id == jobs.c.task_id, stop_records.c.status.in_(OPEN_STOP_STATUSES)
-    )
-    result = conn.execute(
-        update(jobs)
-        .where(_running(job.id, job.run_id or ""), ~open_stop)
-        .values(
-            status=JobStatus.QUEUED.value,
-            run_id=None,
-            worker_id=None,
-            pid=None,
-            pgid=None,
-            proc_start_time=None,
-            lease_expires_at=None,
-            run_after=now,
-        )
-    )
-    return result.rowcount == 1
+    return _back_to_queue(conn, job, now)
 
 
 def overdue_jobs(conn: Connection, started_before: float) -> list[Job]:
