@@ -69,7 +69,11 @@ def build_scheduler(svc: Services) -> AsyncIOScheduler:
             finalizer.reaper_tick,
             max(1.0, svc.settings.workers.lease_seconds / 3),
         ),
-        ("conveyor.watchdog", finalizer.watchdog_tick, WATCHDOG_SECONDS),
+        (
+            "conveyor.watchdog",
+            finalizer.watchdog_tick,
+            min(WATCHDOG_SECONDS, svc.settings.workers.max_runtime_seconds / 2),
+        ),
     ]
     for job_id, tick, seconds in schedule:
         scheduler.add_job(

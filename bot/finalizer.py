@@ -9,6 +9,7 @@ from typing import Any
 from bot import resetsteps, stopplane
 from bot.gitops import UnknownRepoError
 from bot.services import Services
+from bot.workers import ran_here, worker_prefix
 from integrations import git
 from integrations.errors import IntegrationError
 from integrations.processes import ProcessRef, group_alive, stop_process_group
@@ -83,7 +84,7 @@ async def _later(svc: Services, item: dict[str, Any], error: str) -> None:
 async def reaper_tick(svc: Services) -> None:
     """Re-queue jobs whose lease expired: never a cancelled one, never one being stopped."""
     for job in await svc.store.run_read(jobs.expired_jobs, svc.clock.now()):
-        if job.pgid and group_alive(job.pgid):
+        if job.pgid and ran_here(job) and group_alive(job.pgid):
             ref = ProcessRef(job.pid or 0, job.pgid, job.proc_start_time or 0)
             await stop_process_group(ref, svc.settings.stop.grace_seconds)
         if await svc.store.run(jobs.requeue_expired, job, svc.clock.now()):
@@ -96,6 +97,8 @@ async def watchdog_tick(svc: Services) -> None:
     cutoff = svc.clock.now() - svc.settings.workers.max_runtime_seconds
     pool = svc.extras.get("workers")
     for job in await svc.store.run_read(jobs.overdue_jobs, cutoff):
+        if not (job.worker_id or "").startswith(worker_prefix()):
+            continue  # another conveyor process runs it; its own watchdog stops it
         ref = ProcessRef(job.pid or 0, job.pgid or 0, job.proc_start_time or 0)
         reap = pool.reaper_for(job.id) if pool is not None else None
         log.warning("max runtime exceeded", extra={"job": job.id, "pgid": job.pgid})

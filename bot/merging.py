@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection
 
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from bot.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEASE_WAIT_SECONDS = 0.5
 LEASE_TTL_SECONDS = 24 * 3600.0  # shown in /tasks; a live holder keeps the lease anyway
@@ -33,13 +37,14 @@ async def run_merge(svc: Services, job: Job, task: Task) -> None:
     if started is None:
         return
     try:
-        result = await in_repo(
+        merging = in_repo(
             git.merge_branch,
             repo_spec(svc, task.repo),
             started.branch or "",
             f"Merge {started.branch} ({started.key}: {started.title})",
             svc.data_dir / "scratch",
         )
+        result = await _keeping_job_lease(svc, job, merging)
     except git.GitError as exc:
         await _retry(svc, job, task.id, f"merge failed: {exc}")
         return
@@ -52,6 +57,25 @@ async def run_merge(svc: Services, job: Job, task: Task) -> None:
     svc.wake_workers()
     if after is not None and after.stage is Stage.DONE:
         await releasing.after_done(svc, after)
+
+
+async def _keeping_job_lease(svc: Services, job: Job, work: Awaitable[T]) -> T:
+    """Await `work` while heartbeating the job: a merge may outlast `lease_seconds`, and
+    the reaper must not hand a job that is still merging to another worker."""
+    lease = svc.settings.workers.lease_seconds
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(max(0.5, lease / 3))
+            await svc.store.run(jobs.heartbeat, job.id, job.run_id or "", svc.clock.now(), lease)
+
+    beating = asyncio.create_task(beat())
+    try:
+        return await work
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
 
 
 def _begin_merge(conn: Connection, job: Job, task_id: int, now: float) -> Task | None:

@@ -4,6 +4,7 @@ the built-in merge/deploy step, then settle the outcome with a compare-and-set."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -72,10 +73,16 @@ def _still_runnable(conn: Connection, job: Job) -> Task | None:
 async def run_agent_stage(svc: Services, pool: WorkerPool, job: Job, task: Task) -> None:
     """Worktree, agent process, push; then advance, retry or block."""
     try:
-        task = await ensure_worktree(svc, task)
+        made = await ensure_worktree(svc, task)
     except (IntegrationError, StaleVersionError) as exc:
         await settle(svc, job, task.id, exit_code=None, error=f"worktree: {exc}")
         return
+    # Making the worktree takes a while (fetch, checkout): re-check right before spawning.
+    current = None if made is None else await svc.store.run_read(_still_runnable, job)
+    if current is None:
+        log.info("job not started: stopped while its worktree was made", extra={"job": job.id})
+        return  # the reset settles the job
+    task = current
     command = getattr(svc.settings.agents, job.stage, "")
     if not command:
         await settle(svc, job, task.id, exit_code=0, error=None)
@@ -85,8 +92,9 @@ async def run_agent_stage(svc: Services, pool: WorkerPool, job: Job, task: Task)
         await settle(svc, job, task.id, exit_code=code, error=None)
 
 
-async def ensure_worktree(svc: Services, task: Task) -> Task:
-    """The task's worktree and branch, made on its first agent stage."""
+async def ensure_worktree(svc: Services, task: Task) -> Task | None:
+    """The task's worktree and branch, made on its first agent stage; None when a stop
+    landed meanwhile (the new worktree is removed again)."""
     if task.worktree_path:
         present: bool = await off_loop(_is_dir, task.worktree_path)
         if present:
@@ -107,16 +115,22 @@ async def ensure_worktree(svc: Services, task: Task) -> Task:
             unique,
             git.branch_name(task.key, suffix=str(task.id)),
         )
-    return await svc.store.run(_record_worktree, task.id, tree, svc.clock.now())
+    recorded = await svc.store.run(_record_worktree, task.id, tree, svc.clock.now())
+    if recorded is None:  # the reset may be past its worktree step: undo our own work
+        await in_repo(git.remove_worktree, repo, svc.worktrees_root, tree.path)
+        with contextlib.suppress(git.GitError):
+            await in_repo(git.delete_local_branch, repo, tree.branch)
+    return recorded
 
 
 def _is_dir(path: str) -> bool:
     return os.path.isdir(path)
 
 
-def _record_worktree(conn: Connection, task_id: int, tree: git.Worktree, now: float) -> Task:
+def _record_worktree(conn: Connection, task_id: int, tree: git.Worktree, now: float) -> Task | None:
     task = get_task(conn, task_id)
-    assert task is not None
+    if task is None or task.terminal or task.cancel_requested_at is not None:
+        return None  # a stop got here first: never record a worktree on a stopping task
     done = update_task(conn, task, now, worktree_path=str(tree.path), branch=tree.branch)
     add_event(conn, task_id, "worktree_created", now, path=str(tree.path), branch=tree.branch)
     return done

@@ -17,6 +17,7 @@ from typing import Any
 
 from bot.gitops import UnknownRepoError, in_repo, repo_spec
 from bot.services import Services
+from bot.workers import ran_here
 from integrations import git
 from integrations.errors import IntegrationError
 from integrations.processes import ProcessRef, StopOutcome, StopReport, stop_process_group
@@ -82,7 +83,8 @@ async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str
     running = [
         j
         for j in await svc.store.run_read(jobs.jobs_for_task, task.id)
-        if j.status is JobStatus.RUNNING and j.pgid
+        # Another host's job is stopped by its own worker once step 3 cancels it.
+        if j.status is JobStatus.RUNNING and j.pgid and ran_here(j)
     ]
     reports = await asyncio.gather(*(_stop_job(svc, j, grace) for j in running))
     _observe_group_empty(svc, rec)

@@ -26,6 +26,12 @@ def worker_prefix() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:"
 
 
+def ran_here(job: Job) -> bool:
+    """True when the job's process was spawned on this host: a pid or process group
+    means something only there (several hosts may share one PostgreSQL database)."""
+    return (job.worker_id or "").split(":", 1)[0] == socket.gethostname()
+
+
 @dataclass
 class Running:
     job: Job

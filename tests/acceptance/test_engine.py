@@ -266,15 +266,6 @@ async def test_two_tasks_on_one_repo_merge_one_after_the_other(tmp_path: Path) -
             ]
 
 
-MERGE_LEASE_BUG = (
-    "bot/merging.py run_merge sends no heartbeat while git merges and pushes: a merge that "
-    "outlasts workers.lease_seconds is re-queued by the reaper and run again by another "
-    "worker (the repo lease is already this task's), whose _finish_merge advances the "
-    "task a second time: deploy -> done, skipping the Confirm Deploy of a self-hosting repo"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=MERGE_LEASE_BUG)
 async def test_a_merge_that_outlasts_its_job_lease_runs_once(tmp_path: Path) -> None:
     repo = {"self_hosting": True, "deploy_command": "true"}
     async with running(tmp_path, repo_settings=repo, **{"workers.lease_seconds": 2}) as h:
@@ -389,14 +380,6 @@ async def test_stop_between_claim_and_spawn_never_starts_the_agent(
         assert [p.name for p in (h.svc.data_dir / "docs").iterdir()] == ["PROJ-43"]
 
 
-WORKTREE_RECHECK_BUG = (
-    "bot/pipeline.py re-checks the job only before ensure_worktree: a stop landing while "
-    "the worktree is made (fetch + checkout) still spawns the agent, and _record_worktree "
-    "writes the new worktree onto the cancelled task, leaving it and its branch on disk"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=WORKTREE_RECHECK_BUG)
 async def test_stop_while_the_worktree_is_made_never_starts_the_agent(tmp_path: Path) -> None:
     async with idle_app(tmp_path) as h:
         # A slow checkout holds the worker inside ensure_worktree, past the first re-check.

@@ -293,14 +293,6 @@ def leaderless_group() -> tuple[int, int]:
     return leader.pid, member
 
 
-CROSS_HOST_BUG = (
-    "bot/finalizer.py signals job.pgid whatever host ran the job: on PostgreSQL a job of "
-    "another machine names a process group there, and a local group with that number "
-    "whose leader is gone passes the start-time check and is killed"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=CROSS_HOST_BUG)
 @pytest.mark.parametrize("tick", ["reaper", "watchdog"])
 async def test_a_job_of_another_host_never_gets_a_local_process_group_signalled(
     services: Services, tick: str
