@@ -74,6 +74,7 @@ class ResetResult:
     floor: list[float] = field(default_factory=list)  # seconds per task: remove + push
     floor_remove: list[float] = field(default_factory=list)
     floor_push: list[float] = field(default_factory=list)
+    guarded: list[float] = field(default_factory=list)  # the same guards conveyor's git port runs
     conveyor: list[float] = field(default_factory=list)  # STOP sent -> stop record closed
     steps: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     problems: list[str] = field(default_factory=list)
@@ -82,6 +83,10 @@ class ResetResult:
     @property
     def ratio_total(self) -> float:
         return ratio(sum(self.conveyor), sum(self.floor))
+
+    @property
+    def ratio_guarded(self) -> float:
+        return ratio(sum(self.conveyor), sum(self.guarded))
 
     @property
     def ratio_p50(self) -> float:
@@ -100,11 +105,11 @@ def _timed_git(cwd: Path, *args: str) -> float:
     return time.perf_counter() - started
 
 
-def floor_setup(clone: Path, root: Path, n: int) -> list[tuple[Path, str]]:
+def floor_setup(clone: Path, root: Path, n: int, name: str) -> list[tuple[Path, str]]:
     """n worktrees, each with one commit on a branch pushed to the remote."""
     made = []
     for k in range(1, n + 1):
-        path, branch = root / "floor-worktrees" / f"FLOOR-{k}", f"conveyor/FLOOR-{k}"
+        path, branch = root / "floor-worktrees" / f"{name}-{k}", f"conveyor/{name}-{k}"
         git(clone, "worktree", "add", "-q", "-b", branch, str(path), "main")
         (path / "work.txt").write_text(f"floor {k}\n")
         git(path, "add", "work.txt")
@@ -120,6 +125,23 @@ def floor_reset(clone: Path, path: Path, branch: str, result: ResetResult) -> No
     result.floor_remove.append(removed)
     result.floor_push.append(pushed)
     result.floor.append(removed + pushed)
+
+
+def guarded_reset(clone: Path, path: Path, branch: str, result: ResetResult) -> None:
+    """The floor with the checks conveyor's git port makes, as plain git commands: list
+    worktrees, remove, prune, delete the local branch, read the remote head, delete."""
+    result.guarded.append(
+        sum(
+            (
+                _timed_git(clone, "worktree", "list", "--porcelain"),
+                _timed_git(clone, "worktree", "remove", "--force", str(path)),
+                _timed_git(clone, "worktree", "prune"),
+                _timed_git(clone, "branch", "-D", branch),
+                _timed_git(clone, "ls-remote", "--heads", "origin", f"refs/heads/{branch}"),
+                _timed_git(clone, "push", "-q", "origin", "--delete", branch),
+            )
+        )
+    )
 
 
 def conveyor_reset(
@@ -211,10 +233,12 @@ def run(*, tasks: int = 10, keep: bool = False) -> ResetResult:
                 running = wait_running(
                     client, root / "data", tickets, "implementation", timeout=180
                 )
-                floors = floor_setup(clone, root, tasks)
+                floors = floor_setup(clone, root, tasks, "FLOOR")
+                guards = floor_setup(clone, root, tasks, "GUARD")
                 stop_ids = set()
-                for (path, branch), task in zip(floors, running, strict=True):
+                for (path, branch), guard, task in zip(floors, guards, running, strict=True):
                     floor_reset(clone, path, branch, result)
+                    guarded_reset(clone, *guard, result)
                     stop_id = conveyor_reset(client, reader, task, result)
                     if stop_id:
                         stop_ids.add(stop_id)
@@ -237,6 +261,7 @@ def render(result: ResetResult) -> str:
         ["floor: worktree remove --force", *_ms(result.floor_remove)],
         ["floor: push --delete", *_ms(result.floor_push)],
         ["floor: both", *_ms(result.floor)],
+        ["guarded floor: + list, prune, branch -D, ls-remote", *_ms(result.guarded)],
         ["conveyor: STOP sent -> reset closed", *_ms(result.conveyor)],
     ]
     step_rows = [[name, *_ms(result.steps.get(name, []))] for name in STEPS]
@@ -249,9 +274,10 @@ def render(result: ResetResult) -> str:
             "",
             f"conveyor/floor: total {result.ratio_total:.2f}x, p50 {result.ratio_p50:.2f}x "
             f"(target total <= {TARGET}x: {verdict(result.ratio_total <= TARGET)}); "
-            f"floor p50 {f.ms('p50')} ms, conveyor p50 {c.ms('p50')} ms",
+            f"floor p50 {f.ms('p50')} ms, conveyor p50 {c.ms('p50')} ms; "
+            f"conveyor/guarded floor: total {result.ratio_guarded:.2f}x",
             "",
-            "conveyor reset steps (server log, ms resolution; 'processes' counts from the stop's record)",
+            "conveyor reset steps (server log, ms resolution; 'processes' counts from the stop decision's log line)",
             table(["step", "n", "p50 ms", "p99 ms", "total ms"], step_rows),
             "",
             f"problems: {len(result.problems)}; survivors: {len(result.survivors)}; checks: {'OK' if result.clean else 'FAILED'}",

@@ -68,6 +68,7 @@ class Side:
     """Seconds from the stop (TERM for the floor, STOP sent for conveyor) per ticket."""
 
     empty: dict[int, float] = field(default_factory=dict)
+    answered: dict[int, float] = field(default_factory=dict)  # the webhook's 202
     terminal: dict[int, float] = field(default_factory=dict)
     closed: dict[int, float] = field(default_factory=dict)
 
@@ -80,6 +81,7 @@ class Side:
 class StopResult:
     tasks: int
     grace: float
+    stagger: float
     floor: Side
     conveyor: Side
     wrong_outcomes: list[str]
@@ -109,7 +111,9 @@ class StopResult:
 # -- the floor -------------------------------------------------------------------------------
 
 
-def floor(root: Path, command: str, tickets: Sequence[int], grace: float, token: str) -> Side:
+def floor(
+    root: Path, command: str, tickets: Sequence[int], grace: float, stagger: float, token: str
+) -> Side:
     """Spawn the trees with spawn_agent, then SIGTERM all, poll, SIGKILL at the grace."""
     procs: dict[int, AgentProcess] = {}
     for ticket in tickets:
@@ -122,7 +126,7 @@ def floor(root: Path, command: str, tickets: Sequence[int], grace: float, token:
         procs[ticket] = spawn_agent(command, cwd=root, env=env, log_path=log)
     try:
         _wait_started(root / "floor", tickets, timeout=60)
-        return _stop_all(procs, grace)
+        return _stop_all(procs, grace, stagger)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -138,17 +142,16 @@ def _wait_started(docs: Path, tickets: Sequence[int], timeout: float) -> None:
         time.sleep(0.02)
 
 
-def _stop_all(procs: dict[int, AgentProcess], grace: float) -> Side:
+def _stop_all(procs: dict[int, AgentProcess], grace: float, stagger: float) -> Side:
     members = {t: group_snapshot(p.ref.pgid) for t, p in procs.items()}
     side = Side()
+    term_at: dict[int, float] = {}
     with GroupWatcher() as watcher:
         for ticket, snapshot in members.items():
             watcher.watch(str(ticket), snapshot)
-        term_at = {}
-        for ticket, proc in procs.items():
-            term_at[ticket] = time.monotonic()
-            os.killpg(proc.ref.pgid, signal.SIGTERM)
-        _bare_wait(procs, members, term_at, grace)
+        start = time.monotonic()
+        due = {ticket: start + n * stagger for n, ticket in enumerate(procs)}
+        _bare_stop(procs, members, due, term_at, grace)
         watcher.wait(timeout=5)
     for ticket in procs:
         name = str(ticket)
@@ -157,17 +160,23 @@ def _stop_all(procs: dict[int, AgentProcess], grace: float) -> Side:
     return side
 
 
-def _bare_wait(
+def _bare_stop(
     procs: dict[int, AgentProcess],
     members: dict[int, list[tuple[int, int]]],
+    due: dict[int, float],
     term_at: dict[int, float],
     grace: float,
 ) -> None:
-    """The floor's loop: reap, check, SIGKILL a group still alive at its grace."""
+    """The floor's loop: SIGTERM each group when due; reap, check, SIGKILL at the grace."""
     left, killed = set(procs), set()
-    deadline = time.monotonic() + grace + 10
+    deadline = max(due.values()) + grace + 10
     while left and time.monotonic() < deadline:
-        for ticket in list(left):
+        for ticket in sorted(left):
+            if ticket not in term_at:
+                if time.monotonic() >= due[ticket]:
+                    term_at[ticket] = time.monotonic()
+                    os.killpg(procs[ticket].ref.pgid, signal.SIGTERM)
+                continue
             procs[ticket].poll()
             if members_gone(members[ticket]):
                 left.discard(ticket)
@@ -181,9 +190,9 @@ def _bare_wait(
 
 
 def through_conveyor(
-    root: Path, command: str, tickets: Sequence[int], grace: float, token: str
+    root: Path, command: str, tickets: Sequence[int], grace: float, stagger: float, token: str
 ) -> tuple[Side, list[str], list[str]]:
-    """N tasks of `conveyor serve` running the trees; N STOP webhooks at once."""
+    """N tasks of `conveyor serve` running the trees; N STOP webhooks."""
     clone, _ = make_repo(root)
     doc = settings_doc(
         root,
@@ -200,7 +209,7 @@ def through_conveyor(
         with httpx.Client(base_url=server.url, timeout=30) as client:
             start_tickets(client, tickets)
             running = wait_running(client, root / "data", tickets, "analysis", timeout=120)
-        side, unfinished = _stop_through_webhook(server.url, running, reader, grace)
+        side, unfinished = _stop_through_webhook(server.url, running, reader, grace, stagger)
         wrong = _wrong_outcomes(reader, running)
         wrong += [
             f"{task_key(r.ticket)}: processes left"
@@ -214,20 +223,20 @@ def through_conveyor(
 
 
 def _stop_through_webhook(
-    url: str, running: Sequence[Running], reader: StoreReader, grace: float
+    url: str, running: Sequence[Running], reader: StoreReader, grace: float, stagger: float
 ) -> tuple[Side, list[str]]:
     members = {r.ticket: group_snapshot(r.pgid) for r in running}
     side = Side()
     with GroupWatcher() as watcher:
         for ticket, snapshot in members.items():
             watcher.watch(str(ticket), snapshot)
-        sent = asyncio.run(_send_stops(url, [r.ticket for r in running]))
-        watcher.wait(timeout=grace + 15)
+        sent = asyncio.run(_send_stops(url, [r.ticket for r in running], stagger, side))
+        watcher.wait(timeout=grace + 15 + stagger * len(running))
     for ticket, (mono, _) in sent.items():
         if str(ticket) in watcher.emptied:
             side.empty[ticket] = watcher.emptied[str(ticket)] - mono
     ids = {r.task_id: r.ticket for r in running}
-    states = _wait_terminal(reader, list(ids), timeout=grace + 30)
+    states = _wait_terminal(reader, list(ids), timeout=grace + 30 + stagger * len(running))
     for task_id, state in states.items():
         wall = sent[ids[task_id]][1]
         if state.cancelled_at is not None:
@@ -238,21 +247,26 @@ def _stop_through_webhook(
     return side, unfinished
 
 
-async def _send_stops(url: str, tickets: Sequence[int]) -> dict[int, tuple[float, float]]:
-    """All STOPs at once; (monotonic, wall) time each was sent."""
+async def _send_stops(
+    url: str, tickets: Sequence[int], stagger: float, side: Side
+) -> dict[int, tuple[float, float]]:
+    """The STOPs, `stagger` seconds apart (0: all at once); (monotonic, wall) time each
+    was sent."""
     bodies = {t: stop_body(t) for t in tickets}
     sent: dict[int, tuple[float, float]] = {}
     limits = httpx.Limits(max_connections=len(tickets))
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
 
-        async def one(ticket: int) -> None:
+        async def one(n: int, ticket: int) -> None:
+            await asyncio.sleep(n * stagger)
             body, headers = bodies[ticket]
             sent[ticket] = (time.monotonic(), time.time())
             answer = await client.post("/webhooks/plane", content=body, headers=headers)
+            side.answered[ticket] = time.monotonic() - sent[ticket][0]
             if answer.status_code != 202 or answer.json().get("outcome") != "stop_requested":
                 raise RuntimeError(f"STOP {task_key(ticket)}: {answer.status_code} {answer.text}")
 
-        await asyncio.gather(*(one(t) for t in tickets))
+        await asyncio.gather(*(one(n, t) for n, t in enumerate(tickets)))
     return sent
 
 
@@ -282,7 +296,9 @@ def _wrong_outcomes(reader: StoreReader, running: Sequence[Running]) -> list[str
 # -- the run ---------------------------------------------------------------------------------
 
 
-def run(*, tasks: int = 20, grace: float = 1.0, keep: bool = False) -> StopResult:
+def run(
+    *, tasks: int = 20, grace: float = 1.0, stagger: float = 0.0, keep: bool = False
+) -> StopResult:
     """Floor then conveyor, same trees, same grace; nothing left running afterwards."""
     if grace < 1:
         raise ValueError("grace must be at least 1 s (conveyor's stop.grace_seconds minimum)")
@@ -291,13 +307,13 @@ def run(*, tasks: int = 20, grace: float = 1.0, keep: bool = False) -> StopResul
     with workspace("stop", keep) as root:
         command = write_agents(root / "agents")["mixed"]
         try:
-            floor_side = floor(root, command, tickets, grace, token)
+            floor_side = floor(root, command, tickets, grace, stagger, token)
             conveyor_side, wrong, unfinished = through_conveyor(
-                root, command, tickets, grace, token
+                root, command, tickets, grace, stagger, token
             )
         finally:
             left = kill_survivors(token) if survivors(token) else []
-        return StopResult(tasks, grace, floor_side, conveyor_side, wrong, left, unfinished)
+        return StopResult(tasks, grace, stagger, floor_side, conveyor_side, wrong, left, unfinished)
 
 
 def render(result: StopResult) -> str:
@@ -306,6 +322,7 @@ def render(result: StopResult) -> str:
         kind = "forced" if forced else "cooperative"
         for label, side, what in (
             ("floor: TERM -> group empty", result.floor, "empty"),
+            ("conveyor: STOP sent -> 202 answer", result.conveyor, "answered"),
             ("conveyor: STOP sent -> group empty", result.conveyor, "empty"),
             ("conveyor: STOP sent -> task terminal", result.conveyor, "terminal"),
             ("conveyor: STOP sent -> reset closed", result.conveyor, "closed"),
@@ -318,7 +335,12 @@ def render(result: StopResult) -> str:
     return "\n".join(
         [
             f"stop latency: {result.tasks} agent trees ({result.tasks - half} cooperative, {half} "
-            f"ignoring SIGTERM with 2 grandchildren), grace {result.grace:g} s, all stopped at once",
+            f"ignoring SIGTERM with 2 grandchildren), grace {result.grace:g} s, "
+            + (
+                "all stopped at once"
+                if not result.stagger
+                else f"stopped {result.stagger:g} s apart"
+            ),
             "",
             table(["trees", "measure", "n", "p50 ms", "p99 ms", "max ms"], rows),
             "",
@@ -345,9 +367,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--grace", type=float, default=1.0, help="SIGTERM grace, s (default 1, at least 1)"
     )
+    parser.add_argument(
+        "--stagger", type=float, default=0.0, help="seconds between stops (default 0: all at once)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
     args = parser.parse_args(argv)
-    result = run(tasks=args.tasks, grace=args.grace, keep=args.keep)
+    result = run(tasks=args.tasks, grace=args.grace, stagger=args.stagger, keep=args.keep)
     print(render(result))
     return 0 if result.clean else 1
 

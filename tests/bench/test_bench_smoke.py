@@ -27,6 +27,7 @@ def test_webhook_intake_smoke() -> None:
     assert sane(result.throughput_ratio)
     assert sane(result.conveyor.latency.p99) and sane(result.conveyor_rate.latency.p99)
     assert result.conveyor.outcomes["duplicate"] > 0 and result.conveyor.outcomes["started"] > 0
+    assert all(math.isfinite(s) for s in result.drained.values())
     assert result.survivors == [] and result.clean
     assert "throughput conveyor/bare" in webhook_intake.render(result)
 
@@ -37,7 +38,7 @@ def test_stop_latency_smoke() -> None:
     for side in (result.floor, result.conveyor):
         assert sorted(side.empty) == [1, 2]
         assert all(sane(v) for v in side.empty.values())
-    assert sorted(result.conveyor.terminal) == [1, 2]
+    assert sorted(result.conveyor.terminal) == sorted(result.conveyor.answered) == [1, 2]
     assert all(sane(v) for v in result.conveyor.terminal.values())
     assert math.isfinite(result.cooperative_overhead)
     assert "conveyor p99 - floor p99" in stop_latency.render(result)
@@ -48,7 +49,7 @@ def test_reset_cost_smoke() -> None:
     assert result.clean, (result.problems, result.survivors)
     assert len(result.floor) == len(result.conveyor) == 2
     assert all(sane(v) for v in result.floor + result.conveyor)
-    assert sane(result.ratio_total) and sane(result.ratio_p50)
+    assert sane(result.ratio_total) and sane(result.ratio_p50) and sane(result.ratio_guarded)
     assert set(result.steps) >= {"processes", "worktree", "remote_branch", "terminal"}
     assert "conveyor/floor" in reset_cost.render(result)
 
