@@ -6,10 +6,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from state.models import ALL_STAGES, JobStatus, Stage, StopStatus
-from state.schema import jobs, pending_cleanups, stop_records, tasks
+from state.schema import counts, jobs, pending_cleanups, stop_records, tasks
 from state.store import original_key
 
 RECENT_LIMIT = 10
@@ -40,17 +40,18 @@ def queue_summary(conn: Connection, *, stop_enabled: bool, stop_repos: list[str]
 
 
 def _stage_counts(conn: Connection) -> dict[str, int]:
-    counts = dict.fromkeys((s.value for s in ALL_STAGES), 0)
-    for stage, n in conn.execute(select(tasks.c.stage, func.count()).group_by(tasks.c.stage)):
-        counts[stage] = int(n)
-    return counts
+    found = _counts(conn, "task")
+    return {stage.value: found.get(stage.value, 0) for stage in ALL_STAGES}
 
 
 def _job_counts(conn: Connection) -> dict[str, int]:
-    counts = dict.fromkeys((s.value for s in JobStatus), 0)
-    for status, n in conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)):
-        counts[status] = int(n)
-    return counts
+    found = _counts(conn, "job")
+    return {status.value: found.get(status.value, 0) for status in JobStatus}
+
+
+def _counts(conn: Connection, kind: str) -> dict[str, int]:
+    rows = conn.execute(select(counts.c.name, counts.c.n).where(counts.c.kind == kind))
+    return {name: int(n) for name, n in rows}
 
 
 def _running(conn: Connection) -> list[dict[str, Any]]:
@@ -127,18 +128,21 @@ def _cleanup_pending(conn: Connection) -> list[dict[str, Any]]:
 
 
 def _recent(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(
-            tasks.c.key,
-            tasks.c.outcome,
-            tasks.c.cancelled_at,
-            stop_records.c.requested_by,
-            stop_records.c.id,
-        )
-        .join(stop_records, stop_records.c.task_id == tasks.c.id)
-        .where(tasks.c.cancelled_at.is_not(None), stop_records.c.status == StopStatus.DONE.value)
+    # The newest cancelled tasks first, through the cancelled_at index, then their
+    # stops: sorting every finished stop would grow with the store.
+    newest = (
+        select(tasks.c.id, tasks.c.key, tasks.c.outcome, tasks.c.cancelled_at)
+        .where(tasks.c.cancelled_at.is_not(None))
         .order_by(tasks.c.cancelled_at.desc())
         .limit(RECENT_LIMIT)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(newest, stop_records.c.requested_by, stop_records.c.id.label("stop_id"))
+        .join(stop_records, stop_records.c.task_id == newest.c.id)
+        # The stop that cancelled the task: done, or still posting its comment.
+        .where(stop_records.c.status.in_((StopStatus.DONE.value, StopStatus.OPEN.value)))
+        .order_by(newest.c.cancelled_at.desc())
     )
     return [
         {
@@ -146,7 +150,7 @@ def _recent(conn: Connection) -> list[dict[str, Any]]:
             "outcome": r.outcome,
             "cancelled_at": iso(r.cancelled_at),
             "by": r.requested_by,
-            "stop_id": r.id,
+            "stop_id": r.stop_id,
         }
         for r in rows
     ]

@@ -167,3 +167,13 @@ pending_cleanups = Table(
     UniqueConstraint("task_id", "step"),
     Index(None, "status", "next_attempt_at"),
 )
+
+# Tasks per stage and jobs per status, kept exact by triggers (migration 0002), so that
+# GET /queue reads a handful of rows instead of counting whole tables.
+counts = Table(
+    "counts",
+    metadata,
+    Column("kind", String(8), primary_key=True),  # task | job
+    Column("name", String(32), primary_key=True),  # the stage or status
+    Column("n", BigInteger, nullable=False, server_default="0"),
+)

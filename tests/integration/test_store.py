@@ -27,6 +27,7 @@ from state.store import (
 )
 
 NOW = 1_700_000_000.0
+HEAD_REVISION = "0002"
 TABLES = {
     "tasks",
     "jobs",
@@ -45,7 +46,7 @@ def new_task(issue: str = "iss-1", key: str = "APP-1") -> NewTask:
 def test_migrations_from_empty(db_url: str) -> None:
     engine = make_engine(db_url)
     upgrade(engine)  # a second run on a migrated database is a no-op
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == HEAD_REVISION
     assert set(inspect(engine).get_table_names()) >= TABLES
     engine.dispose()
 
@@ -54,7 +55,7 @@ def test_migrations_from_a_truly_empty_sqlite(tmp_path) -> None:  # type: ignore
     engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'dir' / 'c.db'}")
     assert current_revision(engine) is None
     upgrade(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == HEAD_REVISION
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
@@ -172,3 +173,41 @@ def test_merge_lease_is_one_per_repo(store: Store) -> None:
     assert store.write(jobs.acquire_lease, "app", a.id, NOW + 1, 60)  # renew
     assert store.write(jobs.release_lease, a.id) == 1
     assert store.write(jobs.acquire_lease, "app", b.id, NOW, 60)
+
+
+def test_counts_kept_by_triggers_match_the_tables(store: Store) -> None:
+    from sqlalchemy import func, select
+
+    from state.queue import queue_summary
+    from state.schema import jobs as jobs_table
+    from state.schema import tasks as tasks_table
+
+    made = [store.write(insert_task, new_task(f"i{n}", f"APP-{n}"), NOW) for n in range(6)]
+    for task in made:
+        store.write(jobs.enqueue_job, task.id, "analysis", NOW)
+    claimed = store.write(jobs.claim_next_job, "w", NOW, 30)
+    assert claimed is not None
+    store.write(jobs.finish_job, claimed.id, claimed.run_id, JobStatus.SUCCEEDED, NOW)
+    store.write(jobs.cancel_task_jobs, made[1].id, NOW)
+    store.write(update_task, made[2], NOW, stage=Stage.REVIEW)
+    store.write(update_task, made[3], NOW, title="no stage change")
+    store.write(lambda c: c.execute(jobs_table.delete().where(jobs_table.c.task_id == made[4].id)))
+
+    def truth(conn):  # type: ignore[no-untyped-def]
+        stages = dict(
+            conn.execute(
+                select(tasks_table.c.stage, func.count()).group_by(tasks_table.c.stage)
+            ).all()
+        )
+        statuses = dict(
+            conn.execute(
+                select(jobs_table.c.status, func.count()).group_by(jobs_table.c.status)
+            ).all()
+        )
+        return stages, statuses
+
+    stages, statuses = store.query(truth)
+    summary = store.query(queue_summary, stop_enabled=True, stop_repos=[])
+    assert {k: v for k, v in summary["tasks"].items() if v} == stages
+    assert {k: v for k, v in summary["jobs"].items() if v} == statuses
+    assert summary["tasks"]["analysis"] == 5 and summary["jobs"]["cancelled"] == 1
