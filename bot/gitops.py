@@ -12,6 +12,7 @@ import anyio.to_thread
 
 from bot.errors import ConveyorError
 from bot.services import Services
+from integrations import git
 from integrations.git import RepoSpec
 
 T = TypeVar("T")
@@ -47,10 +48,19 @@ def _lock_for(path: Path) -> threading.Lock:
         return _repo_locks.setdefault(path, threading.Lock())
 
 
+# The calls that add, remove or prune worktrees (merge works in a scratch worktree);
+# pushes and remote look-ups do not touch that bookkeeping and run side by side.
+_BOOKKEEPING = frozenset(
+    {git.create_worktree, git.remove_worktree, git.delete_local_branch, git.merge_branch}
+)
+
+
 async def in_repo(fn: Callable[..., T], repo: RepoSpec, *args: Any, **kwargs: Any) -> T:
-    """`fn(repo, …)` in a worker thread, one git call at a time per repository."""
+    """`fn(repo, …)` in a worker thread; worktree bookkeeping one call at a time per repo."""
 
     def call() -> T:
+        if fn not in _BOOKKEEPING:
+            return fn(repo, *args, **kwargs)
         with _lock_for(repo.path):
             return fn(repo, *args, **kwargs)
 
