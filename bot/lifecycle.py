@@ -56,29 +56,51 @@ def classify(svc: Services, tracker: str, state_name: str) -> str | None:
     return None
 
 
-async def route_status(svc: Services, change: StatusChange) -> Answer:
-    """Do what the status means; never raises for a status conveyor does not act on."""
+@dataclass(frozen=True)
+class Decided:
+    """A status decided inside a transaction, and what to do once it has committed."""
+
+    answer: Answer
+    stop: stopplane.StopResult | None = None
+    wake: bool = False
+
+
+def decide_status(conn: Connection, svc: Services, change: StatusChange, now: float) -> Decided:
+    """Decide what a status means, in the caller's transaction (no I/O outside the store)."""
     kind = classify(svc, change.tracker, change.state_name)
     if kind == "start":
-        return await start_ticket(svc, change)
+        answer = _start(conn, change, now)
+        return Decided(answer, wake=answer.outcome in ("started", "relaunched"))
     if kind == "stop":
-        return await stop_ticket(svc, change)
+        return _stop(conn, svc, change, now)
     if kind == "confirm":
-        return await confirm_deploy(svc, change)
-    return ignored("state_not_handled", task=change.key)
+        answer = _confirm(conn, change, now)
+        return Decided(answer, wake=answer.outcome == "deploy_confirmed")
+    return Decided(ignored("state_not_handled", task=change.key))
 
 
-async def start_ticket(svc: Services, change: StatusChange) -> Answer:
-    """A new task in analysis, a relaunch of analysis, or `ignored` for a later stage."""
-    answer = await svc.store.run(_start, change, svc.clock.now())
-    if answer.outcome in ("started", "relaunched"):
+def after_commit(svc: Services, change: StatusChange, decided: Decided) -> None:
+    """Wake the workers, start the reset, log: only once the decision is durable."""
+    if decided.stop is not None:
+        stopplane.after_decision(svc, decided.stop, change.correlation_id)
+    if decided.wake:
         svc.wake_workers()
-        log.info(
-            "task %s",
-            answer.outcome,
-            extra={"task": answer.task, "delivery": change.correlation_id},
-        )
-    return answer
+    log.info(
+        "status routed",
+        extra={
+            "task": decided.answer.task,
+            "outcome": decided.answer.outcome,
+            "reason": decided.answer.reason,
+            "delivery": change.correlation_id,
+        },
+    )
+
+
+async def route_status(svc: Services, change: StatusChange) -> Answer:
+    """Do what the status means; never raises for a status conveyor does not act on."""
+    decided = await svc.store.run(decide_status, svc, change, svc.clock.now())
+    after_commit(svc, change, decided)
+    return decided.answer
 
 
 def _start(conn: Connection, change: StatusChange, now: float) -> Answer:
@@ -132,36 +154,25 @@ def _relaunch(conn: Connection, task: Task, change: StatusChange, now: float) ->
     return Answer("relaunched", task=task.key, task_id=task.id)
 
 
-async def stop_ticket(svc: Services, change: StatusChange) -> Answer:
+def _stop(conn: Connection, svc: Services, change: StatusChange, now: float) -> Decided:
     """The STOP status: the kill switch and repo allowlist first, then the stop plane."""
     if not svc.stop_enabled_for(change.repo):
         reason = "stop_disabled" if not svc.settings.stop.enabled else "repo_not_in_stop_repos"
-        log.info(
-            "stop ignored",
-            extra={"task": change.key, "reason": reason, "delivery": change.correlation_id},
-        )
-        return ignored(reason, task=change.key)
-    task = await svc.store.run_read(live_task_for_issue, change.tracker, change.issue_id)
+        return Decided(ignored(reason, task=change.key))
+    task = live_task_for_issue(conn, change.tracker, change.issue_id)
     if task is None:  # a ticket whose task a stop already cancelled answers with that stop
-        task = await svc.store.run_read(latest_task_for_issue, change.tracker, change.issue_id)
+        task = latest_task_for_issue(conn, change.tracker, change.issue_id)
     if task is None:
-        return ignored("not_running", task=change.key)
-    result = await stopplane.request_stop(
-        svc,
-        task,
-        requested_by=f"{change.tracker}:{change.actor or 'unknown'}",
-        reason=f"ticket moved to {change.state_name}",
-        correlation=change.correlation_id,
+        return Decided(ignored("not_running", task=change.key))
+    result = stopplane.decide_stop(
+        conn,
+        task.id,
+        f"{change.tracker}:{change.actor or 'unknown'}",
+        f"ticket moved to {change.state_name}",
+        change.correlation_id,
+        now,
     )
-    return result.as_answer()
-
-
-async def confirm_deploy(svc: Services, change: StatusChange) -> Answer:
-    """Let a self-hosting task parked on deploy run its deploy."""
-    answer = await svc.store.run(_confirm, change, svc.clock.now())
-    if answer.outcome == "deploy_confirmed":
-        svc.wake_workers()
-    return answer
+    return Decided(result.as_answer(), stop=result)
 
 
 def _confirm(conn: Connection, change: StatusChange, now: float) -> Answer:

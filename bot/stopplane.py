@@ -61,8 +61,14 @@ async def request_stop(
 ) -> StopResult:
     """Record the stop intent durably and decide: noop, deferred, or start the reset."""
     result = await svc.store.run(
-        _decide_with_retries, task.id, requested_by, reason, correlation, svc.clock.now()
+        decide_stop, task.id, requested_by, reason, correlation, svc.clock.now()
     )
+    after_decision(svc, result, correlation)
+    return result
+
+
+def after_decision(svc: Services, result: StopResult, correlation: str | None) -> None:
+    """What follows a committed stop decision: the reset, or the one deferral notice."""
     log.info(
         "stop %s",
         result.outcome,
@@ -81,7 +87,6 @@ async def request_stop(
         launch_reset(svc, result.stop_id)
     elif result.new and result.outcome == "stop_deferred" and result.stop_id:
         svc.launch(resetsteps.notify_deferred(svc, result.stop_id), name=f"notify-{result.stop_id}")
-    return result
 
 
 def launch_reset(svc: Services, stop_id: str) -> None:
@@ -100,7 +105,7 @@ def launch_reset(svc: Services, stop_id: str) -> None:
     svc.launch(run(), name=f"reset-{stop_id}")
 
 
-def _decide_with_retries(
+def decide_stop(
     conn: Connection,
     task_id: int,
     requested_by: str,
@@ -108,8 +113,9 @@ def _decide_with_retries(
     correlation: str | None,
     now: float,
 ) -> StopResult:
-    # One transaction per attempt would be cleaner, but a SAVEPOINT keeps the caller's
-    # single-transaction shape: a lost compare-and-set rolls back to it and re-decides.
+    """Record the stop and decide, inside the caller's transaction. A lost compare-and-set
+    rolls back to a SAVEPOINT and re-decides, so a webhook can record its delivery, its
+    stop and its answer in one transaction."""
     saw_live = False
     for _ in range(CAS_ATTEMPTS):
         savepoint = conn.begin_nested()

@@ -209,8 +209,3 @@ def settle_delivery(
         .where(webhook_deliveries.c.id == delivery_row)
         .values(outcome=outcome, reason=reason, task_id=task_id)
     )
-
-
-def forget_delivery(conn: Connection, delivery_row: int) -> None:
-    """Drop a delivery we could not act on (so the tracker's retry is not a duplicate)."""
-    conn.execute(webhook_deliveries.delete().where(webhook_deliveries.c.id == delivery_row))
