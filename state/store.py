@@ -6,9 +6,11 @@ transaction; `Store` hands out those transactions (and runs them off the event l
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -32,6 +34,13 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite has one writer at a time: queueing writes on one thread of our own beats
+        # a crowd of threads sleeping in SQLite's busy back-off while holding connections.
+        self._writer = (
+            ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite-writer")
+            if engine.dialect.name == "sqlite"
+            else None
+        )
 
     @property
     def dialect(self) -> str:
@@ -69,8 +78,11 @@ class Store:
             return fn(conn, *args, **kwargs)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """`fn(conn, *args, **kwargs)` in a write transaction, in a worker thread."""
-        return await anyio.to_thread.run_sync(partial(self.write, fn, *args, **kwargs))
+        """`fn(conn, *args, **kwargs)` in a write transaction, off the event loop."""
+        call = partial(self.write, fn, *args, **kwargs)
+        if self._writer is None:
+            return await anyio.to_thread.run_sync(call)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, call)
 
     async def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(partial(self.query, fn, *args, **kwargs))
@@ -85,6 +97,8 @@ class Store:
             return False
 
     def dispose(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
         self.engine.dispose()
 
 
