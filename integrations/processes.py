@@ -19,6 +19,7 @@ from integrations.errors import IntegrationError
 logger = logging.getLogger(__name__)
 
 _PROC = Path("/proc")
+FIRST_POLL_SECONDS = 0.005
 _DEAD_STATES = frozenset({"Z", "X"})  # zombie, dead: nothing left to signal
 _MAX_POLL_INTERVAL = 0.1
 
@@ -166,6 +167,11 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        return True
+    # A live leader settles it without scanning all of /proc (the common case while a
+    # stop waits out its grace).
+    leader = _stat_fields(pgid)
+    if leader is not None and leader[0] not in _DEAD_STATES and int(leader[2]) == pgid:
         return True
     # Orphaned zombies may never be reaped here (PID 1 need not reap), so they count as
     # gone. A group that /proc does not show at all stays alive: not proven empty.
@@ -321,7 +327,11 @@ def _until_empty(
     reap: Callable[[], object] | None,
     clock: Callable[[], float],
 ) -> Generator[float, None, float | None]:
-    """Yield sleeps until the group is empty (its time) or the deadline passes (None)."""
+    """Yield sleeps until the group is empty (its time) or the deadline passes (None).
+
+    Polls fast at first (a cooperative agent is usually gone within milliseconds) and
+    backs off to `poll`."""
+    wait = min(FIRST_POLL_SECONDS, poll)
     while True:
         # A reused leader pid means our group's number was freed: the group is empty.
         gone = _pid_reuse_refusal(ref) is not None or not group_alive(ref.pgid)
@@ -333,7 +343,8 @@ def _until_empty(
         now = clock()
         if now >= deadline:
             return None
-        yield min(poll, deadline - now)
+        yield min(wait, deadline - now)
+        wait = min(poll, wait * 2)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:

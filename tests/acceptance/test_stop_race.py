@@ -32,11 +32,13 @@ async def one_race(h: Harness, n: int, rng: random.Random) -> str:
     assert (await h.send("To Analyse", issue=issue, seq=seq)).json()["outcome"] == "started"
     started = await wait_until(lambda: _started(h, key), timeout=60, what=f"{key} analysis")
     exit_at = started + AGENT_SECONDS
-    # Every tenth ticket is a control: its STOP comes well after the exit, so completion
-    # surely wins and that branch is exercised too; the others land within ±50 ms.
+    # Every tenth ticket is a control: its STOP waits until the completion is recorded,
+    # so that branch is exercised too; the others land within ±50 ms of the exit.
     control = n % 10 == 9
-    jitter = 0.6 if control else rng.uniform(-0.05, 0.05)
-    await asyncio.sleep(max(0.0, exit_at + jitter - time.time()))
+    if control:
+        await wait_until(lambda: _analysis_done(h, key), timeout=60, what=f"{key} completed")
+    else:
+        await asyncio.sleep(max(0.0, exit_at + rng.uniform(-0.05, 0.05) - time.time()))
     answer = (await h.send("STOP", issue=issue, seq=seq)).json()
     assert answer["outcome"] in ("stop_requested", "ignored"), answer
     task = await wait_until(lambda: _terminal(h, key), timeout=60, what=f"{key} terminal")
@@ -56,7 +58,7 @@ async def one_race(h: Harness, n: int, rng: random.Random) -> str:
     analysis = _analysis_status(await h.jobs(task.id))
     won = "stop_won" if analysis == "cancelled" else "completed_first"
     if control:
-        assert won == "completed_first", f"{key}: a STOP 0.6 s after the exit cannot win"
+        assert won == "completed_first", f"{key}: a STOP after the completion cannot win"
     return won
 
 
@@ -65,6 +67,13 @@ async def _started(h: Harness, key: str) -> float | None:
     files = list(docs.glob("started-*")) if docs.exists() else []
     text = files[0].read_text().strip() if files else ""
     return float(text) if text.endswith("\n") or len(text) > 12 else None
+
+
+async def _analysis_done(h: Harness, key: str) -> bool:
+    task = await h.task(key)
+    return any(
+        j.stage == "analysis" and j.status is JobStatus.SUCCEEDED for j in await h.jobs(task.id)
+    )
 
 
 async def _terminal(h: Harness, key: str):  # type: ignore[no-untyped-def]
