@@ -35,18 +35,20 @@ Step = Callable[[Services, StopRecord, Task], Awaitable[dict[str, Any]]]
 
 async def run_reset(svc: Services, stop_id: str) -> None:
     """Run every step not yet recorded for this stop, in order."""
+    rec = await svc.store.run_read(stops.get_stop, stop_id)
+    task = None if rec is None else await svc.store.run_read(get_task, rec.task_id)
     for name, step in STEPS:
-        rec = await svc.store.run_read(stops.get_stop, stop_id)
-        if rec is None or rec.status is not StopStatus.OPEN:
+        if rec is None or task is None or rec.status is not StopStatus.OPEN:
             return
         if name in stops.stop_steps(rec):
             continue
-        task = await svc.store.run_read(get_task, rec.task_id)
-        if task is None:
-            return
+        if name in _NEEDS_FRESH_TASK:  # a worker may have recorded a push meanwhile
+            task = await svc.store.run_read(get_task, rec.task_id)
+            if task is None:
+                return
         failpoint(f"before:{name}")
         result = await step(svc, rec, task)
-        await svc.store.run(stops.mark_step, stop_id, name, result)
+        rec = await svc.store.run(stops.mark_step, stop_id, name, result)
         failpoint(f"after:{name}")
         log.info(
             "reset step done",
@@ -57,6 +59,9 @@ async def run_reset(svc: Services, stop_id: str) -> None:
                 "outcome": result,
             },
         )
+
+
+_NEEDS_FRESH_TASK = frozenset({"worktree", "remote_branch"})
 
 
 def failpoint(point: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -108,16 +109,17 @@ def stop_steps(record: StopRecord) -> dict[str, Any]:
     return loaded
 
 
-def mark_step(conn: Connection, stop_id: str, step: str, result: Any) -> None:
-    """Record that a reset step finished, so a resumed reset never does it twice."""
+def mark_step(conn: Connection, stop_id: str, step: str, result: Any) -> StopRecord | None:
+    """Record that a reset step finished, so a resumed reset never does it twice; the
+    record as it now stands."""
     current = get_stop(conn, stop_id)
-    steps = stop_steps(current) if current else {}
+    if current is None:
+        return None
+    steps = stop_steps(current)
     steps[step] = result
-    conn.execute(
-        update(stop_records)
-        .where(stop_records.c.id == stop_id)
-        .values(steps=json.dumps(steps, sort_keys=True, default=str))
-    )
+    encoded = json.dumps(steps, sort_keys=True, default=str)
+    conn.execute(update(stop_records).where(stop_records.c.id == stop_id).values(steps=encoded))
+    return replace(current, steps=encoded)
 
 
 # -- pending cleanups -------------------------------------------------------------------
