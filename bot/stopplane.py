@@ -162,35 +162,27 @@ def _decide(
         run_id=running.run_id if running else None,
     )
     if window is not None:
-        decision = decide(task, Trigger.DEFER_STOP, now=now, facts=facts)
-        update_task(conn, task, now, **decision.changes)
-        rec, new = stops.insert_stop(conn, status=StopStatus.DEFERRED, window=window, **kw)
-        add_event(
-            conn,
-            task.id,
-            "stop_deferred",
-            now,
-            actor=requested_by,
-            stop_id=rec.id,
-            window=window,
-            correlation=correlation,
-        )
-        return StopResult("stop_deferred", task.key, task.id, rec.id, new), True
-    # The intent goes on the task row in the same compare-and-set: a worker finishing a
-    # stage re-reads it and never advances a task that is being stopped.
-    update_task(conn, task, now, cancel_requested_at=task.cancel_requested_at or now)
-    rec, new = stops.insert_stop(conn, status=StopStatus.OPEN, **kw)
+        changes = decide(task, Trigger.DEFER_STOP, now=now, facts=facts).changes
+        status, outcome = StopStatus.DEFERRED, "stop_deferred"
+    else:
+        # The intent goes on the task row in the same compare-and-set: a worker finishing
+        # a stage re-reads it and never advances a task that is being stopped.
+        changes = {"cancel_requested_at": task.cancel_requested_at or now}
+        status, outcome = StopStatus.OPEN, "stop_requested"
+    update_task(conn, task, now, **changes)
+    rec, new = stops.insert_stop(conn, status=status, window=window, **kw)
     add_event(
         conn,
         task.id,
-        "stop_requested",
+        outcome,
         now,
         actor=requested_by,
         stop_id=rec.id,
+        window=window,
         reason=reason,
         correlation=correlation,
     )
-    return StopResult("stop_requested", task.key, task.id, rec.id, new), True
+    return StopResult(outcome, task.key, task.id, rec.id, new), True
 
 
 def _same(task: Task, rec: StopRecord) -> StopResult:
