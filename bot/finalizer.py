@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot import resetsteps, stopplane
+from bot import reset_outside, stopplane
 from bot.gitops import UnknownRepoError
 from bot.services import Services
 from bot.workers import ran_here, worker_prefix
@@ -57,9 +57,9 @@ async def retry_cleanups(svc: Services) -> None:
 async def _retry_one(svc: Services, item: dict[str, Any]) -> tuple[str, str | None]:
     repo = await _repo_of(svc, item["task_id"])
     if item["step"] == "worktree":
-        await resetsteps.retry_worktree(svc, repo, item["detail"])
+        await reset_outside.retry_worktree(svc, repo, item["detail"])
         return "done", None
-    result = await resetsteps.retry_branch(svc, repo, item["detail"])
+    result = await reset_outside.retry_branch(svc, repo, item["detail"])
     if result.outcome in (git.DeleteOutcome.DELETED, git.DeleteOutcome.MISSING):
         return "done", result.reason
     return "conflict", result.reason  # moved or refused: never deleted, shown in the audit

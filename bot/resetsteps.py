@@ -8,20 +8,17 @@ skipped, so a reset resumed after a crash does nothing twice.
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.gitops import UnknownRepoError, in_repo, repo_spec
+from bot.reset_notify import notify, reset_counts
+from bot.reset_outside import delete_branch, remove_worktree
 from bot.services import Services
 from bot.workers import ran_here
-from integrations import git
-from integrations.errors import IntegrationError
 from integrations.processes import ProcessRef, StopOutcome, StopReport, stop_process_group
-from integrations.trackers.base import IssueRef
 from state import jobs, stops
 from state.errors import StaleVersionError
 from state.machine import Facts, Trigger, decide
@@ -166,109 +163,6 @@ async def release_lease(svc: Services, rec: StopRecord, task: Task) -> dict[str,
     return {"released": await svc.store.run(jobs.release_lease, task.id)}
 
 
-# -- steps 5 and 6: worktree and remote branch ----------------------------------------------
-
-
-async def remove_worktree(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
-    """`git worktree remove --force` + prune; a failure becomes a pending cleanup."""
-    if not task.worktree_path:
-        return {"removed": False, "reason": "no worktree"}
-    detail = {"path": task.worktree_path, "branch": task.branch}
-    try:
-        removed = await retry_worktree(svc, task.repo, detail)
-    except git.UnsafePathError as exc:  # never retried: conveyor does not delete outside
-        await svc.store.run(
-            add_event,
-            task.id,
-            "worktree_refused",
-            svc.clock.now(),
-            stop_id=rec.id,
-            path=task.worktree_path,
-            reason=str(exc),
-        )
-        return {"removed": False, "refused": str(exc)}
-    except (IntegrationError, UnknownRepoError) as exc:
-        await _pending(svc, rec, task, "worktree", detail, str(exc))
-        return {"removed": False, "pending": str(exc)}
-    return {"removed": removed}
-
-
-async def retry_worktree(svc: Services, repo_name: str, detail: dict[str, Any]) -> bool:
-    """Remove the worktree and its local branch (shared with the finalizer's retries)."""
-    repo = repo_spec(svc, repo_name)
-    removed = await in_repo(git.remove_worktree, repo, svc.worktrees_root, _path(detail["path"]))
-    if detail.get("branch"):
-        try:
-            await in_repo(git.delete_local_branch, repo, detail["branch"])
-        except git.GitError as exc:  # the remote branch is what matters; note and go on
-            log.warning("local branch not deleted", extra={"error": str(exc)})
-    return removed
-
-
-async def delete_branch(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
-    """Delete the remote feature branch behind every guard; never the default, never forced."""
-    if not task.branch:
-        return {"deleted": False, "reason": "no branch"}
-    detail = {"branch": task.branch, "sha": task.branch_sha}
-    try:
-        result = await retry_branch(svc, task.repo, detail)
-    except (IntegrationError, UnknownRepoError) as exc:
-        await _pending(svc, rec, task, "remote_branch", detail, str(exc))
-        return {"deleted": False, "pending": str(exc)}
-    if result.outcome in (git.DeleteOutcome.CONFLICT, git.DeleteOutcome.REFUSED):
-        await svc.store.run(
-            add_event,
-            task.id,
-            f"branch_{result.outcome.value}",
-            svc.clock.now(),
-            stop_id=rec.id,
-            branch=task.branch,
-            reason=result.reason,
-        )
-    return {
-        "deleted": result.outcome is git.DeleteOutcome.DELETED,
-        "outcome": result.outcome.value,
-        "reason": result.reason,
-    }
-
-
-async def retry_branch(svc: Services, repo_name: str, detail: dict[str, Any]) -> git.DeleteResult:
-    repo = repo_spec(svc, repo_name)
-    return await in_repo(
-        git.delete_remote_branch,
-        repo,
-        detail["branch"],
-        task_branch=detail["branch"],
-        recorded_sha=detail.get("sha"),
-    )
-
-
-async def _pending(
-    svc: Services, rec: StopRecord, task: Task, step: str, detail: dict[str, Any], error: str
-) -> None:
-    now = svc.clock.now()
-    await svc.store.run(
-        stops.add_cleanup,
-        task_id=task.id,
-        stop_id=rec.id,
-        step=step,
-        detail=detail,
-        error=error,
-        now=now,
-        retry_at=now + svc.settings.stop.finalizer_interval_seconds,
-    )
-    log.warning(
-        "cleanup pending",
-        extra={"task": original_key(task.key), "stop_id": rec.id, "action": step, "error": error},
-    )
-
-
-def _path(value: str) -> Any:
-    from pathlib import Path
-
-    return Path(value)
-
-
 # -- steps 7 and 8: tombstone and terminal -------------------------------------------------
 
 
@@ -286,7 +180,7 @@ async def make_terminal(svc: Services, rec: StopRecord, task: Task) -> dict[str,
     outcome = (
         "cancelled_forced" if steps.get("processes", {}).get("forced") else "cancelled_graceful"
     )
-    counts = _counts(steps)
+    counts = reset_counts(steps)
     trigger = Trigger.FINALIZE_CANCEL if rec.window else Trigger.STOP
 
     def apply(conn: Any, current: Task) -> Task:
@@ -316,15 +210,6 @@ async def make_terminal(svc: Services, rec: StopRecord, task: Task) -> dict[str,
     return {"outcome": final.outcome, "effects_committed": final.merged_at is not None, **counts}
 
 
-def _counts(steps: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "processes_stopped": steps.get("processes", {}).get("processes", 0),
-        "jobs_cancelled": steps.get("jobs", {}).get("cancelled", 0),
-        "worktree_removed": bool(steps.get("worktree", {}).get("removed")),
-        "branch_deleted": bool(steps.get("remote_branch", {}).get("deleted")),
-    }
-
-
 def _observe_terminal(svc: Services, rec: StopRecord, outcome: str) -> None:
     metrics = svc.extras.get("metrics")
     started = svc.extras.get("stop_started", {}).pop(rec.id, None)
@@ -346,67 +231,6 @@ def _apply(conn: Any, fn: Callable[[Any, Task], Task], task_id: int) -> Task:
     if task is None:
         raise LookupError(f"task {task_id} vanished")
     return fn(conn, task)
-
-
-# -- step 9: tell the tracker once ---------------------------------------------------------
-
-
-async def notify(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
-    """One comment on the ticket; a failure is logged, never breaks the stop."""
-    steps = stops.stop_steps(rec)
-    posted = await _comment(svc, task, _summary_html(task, steps))
-    # The stop closes only now, so a crash before the comment resumes and still sends it.
-    await svc.store.run(
-        lambda c: stops.update_stop(c, rec.id, status=StopStatus.DONE, closed_at=svc.clock.now())
-    )
-    return {"posted": posted}
-
-
-async def notify_deferred(svc: Services, stop_id: str) -> None:
-    """Tell the ticket once that its STOP waits for the merge/deploy to finish."""
-    rec = await svc.store.run_read(stops.get_stop, stop_id)
-    if rec is None or rec.notified_at is not None:
-        return
-    task = await svc.store.run_read(get_task, rec.task_id)
-    if task is None:
-        return
-    text = (
-        f"<p>conveyor: STOP received for <b>{html.escape(original_key(task.key))}</b> during "
-        f"its {html.escape(rec.window or 'merge')} step; it will be applied as soon as that "
-        "step has finished (merged code stays on the default branch).</p>"
-    )
-    if await svc.store.run(lambda c: stops.update_stop(c, stop_id, notified_at=svc.clock.now())):
-        await _comment(svc, task, text)
-
-
-async def _comment(svc: Services, task: Task, text: str) -> bool:
-    if svc.tracker is None:
-        return False
-    issue = IssueRef(
-        tracker=task.tracker, issue_id=original_key(task.issue_id), project_id=task.project_id
-    )
-    try:
-        await svc.tracker.comment(issue, text)
-        return True
-    except Exception as exc:  # a tracker failure must never break a stop
-        log.warning(
-            "tracker comment failed", extra={"task": original_key(task.key), "error": str(exc)}
-        )
-        return False
-
-
-def _summary_html(task: Task, steps: dict[str, Any]) -> str:
-    counts = _counts(steps)
-    how = "forced (SIGKILL)" if steps.get("processes", {}).get("forced") else "graceful"
-    branch = html.escape(task.branch or "-")
-    return (
-        f"<p>conveyor stopped <b>{html.escape(original_key(task.key))}</b> ({how}).</p><ul>"
-        f"<li>processes stopped: {counts['processes_stopped']}</li>"
-        f"<li>jobs cancelled: {counts['jobs_cancelled']}</li>"
-        f"<li>worktree removed: {'yes' if counts['worktree_removed'] else 'no'}</li>"
-        f"<li>branch {branch} deleted: {'yes' if counts['branch_deleted'] else 'no'}</li>"
-        "</ul><p>Move the ticket to the start status to begin again from scratch.</p>"
-    )
 
 
 STEPS: list[tuple[str, Step]] = [

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from bot import resetsteps
+from bot import reset_notify, resetsteps
 from bot.answers import Answer
 from bot.services import Services
 from state import jobs, stops
@@ -86,7 +86,9 @@ def after_decision(svc: Services, result: StopResult, correlation: str | None) -
         svc.extras.setdefault("stop_started", {})[result.stop_id] = svc.clock.monotonic()
         launch_reset(svc, result.stop_id)
     elif result.new and result.outcome == "stop_deferred" and result.stop_id:
-        svc.launch(resetsteps.notify_deferred(svc, result.stop_id), name=f"notify-{result.stop_id}")
+        svc.launch(
+            reset_notify.notify_deferred(svc, result.stop_id), name=f"notify-{result.stop_id}"
+        )
 
 
 def launch_reset(svc: Services, stop_id: str) -> None:
