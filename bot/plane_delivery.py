@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 from bot.errors import ConfigError, UsageError
 from bot.settings import PlaneSettings, Settings
-from integrations.trackers.plane import build_v1_payload, sign
+from integrations.trackers.plane import sign
+from integrations.trackers.plane_payloads import build_v1_payload
 
 NO_SECRET = (
     "no Plane webhook secret is configured "

@@ -20,7 +20,8 @@ from bot.services import Services
 from bot.settings import Settings, settings_from_dict
 from integrations.git import RepoSpec
 from integrations.trackers.base import RecordingTracker
-from integrations.trackers.plane import build_v1_payload, sign
+from integrations.trackers.plane import sign
+from integrations.trackers.plane_payloads import build_v1_payload
 from state.models import Job, Task
 from state.store import Store, find_task
 from tests.apptools import app_client

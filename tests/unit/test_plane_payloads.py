@@ -15,12 +15,12 @@ from integrations.trackers.plane import (
     MAX_BODY_BYTES,
     EventKind,
     PayloadError,
-    build_v1_payload,
     parse_event,
     sign,
     task_key,
     verify_signature,
 )
+from integrations.trackers.plane_payloads import build_v1_payload
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "plane"
 SECRET = "plane_wh_5f0c3e9a7d2b4c18a6e1f0b9d8c7a6e5"
