@@ -26,16 +26,15 @@ def enqueue_job(
 ) -> Job:
     """Queue a job for a task's stage."""
     row = conn.execute(
-        jobs.insert()
-        .values(
-            task_id=task_id,
-            stage=stage,
-            status=JobStatus.QUEUED.value,
-            attempt=attempt,
-            run_after=now if run_after is None else run_after,
-            created_at=now,
-        )
-        .returning(jobs)
+        jobs.insert().returning(jobs),
+        {
+            "task_id": task_id,
+            "stage": stage,
+            "status": JobStatus.QUEUED.value,
+            "attempt": attempt,
+            "run_after": now if run_after is None else run_after,
+            "created_at": now,
+        },
     ).one()
     return Job.from_row(row)
 

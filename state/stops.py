@@ -7,7 +7,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from state.models import OPEN_STOP_STATUSES, StopRecord, StopStatus
 
@@ -196,9 +196,13 @@ def record_delivery(
 ) -> int | None:
     """Remember a delivery by its content key; None if it was seen before (a duplicate)."""
     row = conn.execute(
-        insert_ignore(conn, webhook_deliveries)
-        .values(tracker=tracker, dedup_key=dedup_key, delivery_id=delivery_id, received_at=now)
-        .returning(webhook_deliveries.c.id)
+        insert_ignore(conn, webhook_deliveries).returning(webhook_deliveries.c.id),
+        {
+            "tracker": tracker,
+            "dedup_key": dedup_key,
+            "delivery_id": delivery_id,
+            "received_at": now,
+        },
     ).first()
     return int(row[0]) if row else None
 
@@ -207,7 +211,6 @@ def settle_delivery(
     conn: Connection, delivery_row: int, outcome: str, reason: str | None, task_id: int | None
 ) -> None:
     conn.execute(
-        update(webhook_deliveries)
-        .where(webhook_deliveries.c.id == delivery_row)
-        .values(outcome=outcome, reason=reason, task_id=task_id)
+        update(webhook_deliveries).where(webhook_deliveries.c.id == bindparam("_row")),
+        {"_row": delivery_row, "outcome": outcome, "reason": reason, "task_id": task_id},
     )

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import Connection, Engine, Insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, Insert, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -130,7 +130,7 @@ def insert_task(conn: Connection, new: NewTask, now: float) -> Task:
         updated_at=now,
         **new.extra,
     )
-    row = conn.execute(insert_ignore(conn, tasks).values(**values).returning(tasks)).first()
+    row = conn.execute(insert_ignore(conn, tasks).returning(tasks), values).first()
     if row is None:
         raise DuplicateTaskError(f"a live task exists for {new.tracker}:{new.issue_id}")
     return Task.from_row(row)
@@ -141,11 +141,14 @@ def get_task(conn: Connection, task_id: int) -> Task | None:
     return Task.from_row(row) if row else None
 
 
+_BY_ISSUE = select(tasks).where(
+    tasks.c.tracker == bindparam("_tracker"), tasks.c.issue_id == bindparam("_issue")
+)
+
+
 def live_task_for_issue(conn: Connection, tracker: str, issue_id: str) -> Task | None:
     """The ticket's task under its untombstoned key, if any (terminal `done` included)."""
-    row = conn.execute(
-        select(tasks).where(tasks.c.tracker == tracker, tasks.c.issue_id == issue_id)
-    ).first()
+    row = conn.execute(_BY_ISSUE, {"_tracker": tracker, "_issue": issue_id}).first()
     return Task.from_row(row) if row else None
 
 
@@ -202,15 +205,16 @@ def find_task(conn: Connection, ref: str) -> Task | None:
     return Task.from_row(row) if row else None
 
 
+_CAS = update(tasks).where(tasks.c.id == bindparam("_id"), tasks.c.version == bindparam("_seen"))
+
+
 def update_task(conn: Connection, task: Task, now: float, **changes: Any) -> Task:
     """Compare-and-set on `version`; raises StaleVersionError when someone else won."""
     values = {k: (v.value if isinstance(v, Stage) else v) for k, v in changes.items()}
-    row = conn.execute(
-        update(tasks)
-        .where(tasks.c.id == task.id, tasks.c.version == task.version)
-        .values(**values, version=task.version + 1, updated_at=now)
-        .returning(tasks)
-    ).first()
+    values.update(version=task.version + 1, updated_at=now, _id=task.id, _seen=task.version)
+    # Parameters at execution, not in .values(): the statement's compiled form is cached
+    # per set of columns, which matters on the webhook path.
+    row = conn.execute(_CAS.returning(tasks), values).first()
     if row is None:
         raise StaleVersionError(f"task {task.id} changed since version {task.version}")
     return Task.from_row(row)
@@ -259,14 +263,15 @@ def add_event(
 ) -> None:
     """Append one audit event to the task's trail."""
     conn.execute(
-        audit_events.insert().values(
-            task_id=task_id,
-            kind=kind,
-            at=now,
-            actor=actor,
-            stop_id=stop_id,
-            detail=json.dumps(detail, default=str, sort_keys=True),
-        )
+        audit_events.insert(),
+        {
+            "task_id": task_id,
+            "kind": kind,
+            "at": now,
+            "actor": actor,
+            "stop_id": stop_id,
+            "detail": json.dumps(detail, default=str, sort_keys=True),
+        },
     )
 
 
