@@ -14,7 +14,7 @@ from bot.services import Services
 from state import jobs
 from state.machine import Facts, Trigger, decide
 from state.models import JobStatus, NewTask, Stage, Task
-from state.stops import open_stop
+from state.stops import open_stop, record_delivery, settle_delivery
 from state.store import (
     DuplicateTaskError,
     add_event,
@@ -80,27 +80,35 @@ def decide_status(conn: Connection, svc: Services, change: StatusChange, now: fl
 
 
 def after_commit(svc: Services, change: StatusChange, decided: Decided) -> None:
-    """Wake the workers, start the reset, log: only once the decision is durable."""
+    """Wake the workers or start the reset: only once the decision is durable. (The
+    adapter logs the delivery and its outcome.)"""
     if decided.stop is not None:
         stopplane.after_decision(svc, decided.stop, change.correlation_id)
     if decided.wake:
         svc.wake_workers()
-    log.info(
-        "status routed",
-        extra={
-            "task": decided.answer.task,
-            "outcome": decided.answer.outcome,
-            "reason": decided.answer.reason,
-            "delivery": change.correlation_id,
-        },
-    )
 
 
-async def route_status(svc: Services, change: StatusChange) -> Answer:
-    """Do what the status means; never raises for a status conveyor does not act on."""
-    decided = await svc.store.run(decide_status, svc, change, svc.clock.now())
+async def route_once(svc: Services, dedup_key: str, change: StatusChange) -> Answer:
+    """Record the delivery, decide and settle it in one transaction (a second delivery of
+    the same content is a duplicate); act on the decision once it has committed. If
+    deciding fails, nothing is kept, so the tracker's retry is acted on, not deduplicated."""
+    decided = await svc.store.run(_route_tx, svc, dedup_key, change, svc.clock.now())
+    if decided is None:
+        return Answer("duplicate", task=change.key)
     after_commit(svc, change, decided)
     return decided.answer
+
+
+def _route_tx(
+    conn: Connection, svc: Services, dedup_key: str, change: StatusChange, now: float
+) -> Decided | None:
+    row = record_delivery(conn, change.tracker, dedup_key, change.correlation_id, now)
+    if row is None:
+        return None
+    decided = decide_status(conn, svc, change, now)
+    answer = decided.answer
+    settle_delivery(conn, row, answer.outcome, answer.reason, answer.task_id)
+    return decided
 
 
 def _start(conn: Connection, change: StatusChange, now: float) -> Answer:

@@ -11,19 +11,17 @@ import dataclasses
 import hashlib
 import logging
 
-from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.answers import Answer, ignored
 from bot.http import error, services
-from bot.lifecycle import Decided, StatusChange, after_commit, decide_status
+from bot.lifecycle import StatusChange, route_once
 from bot.services import Services
 from bot.settings import Settings
 from integrations.trackers import plane
 from integrations.trackers.plane import EventKind, PayloadError, PlaneEvent
-from state.stops import record_delivery, settle_delivery
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +126,7 @@ async def intake(svc: Services, event: PlaneEvent, delivery: str | None) -> Answ
     if state_name is None:
         return ignored("unknown_state", task=key)
     change = _status_change(svc, event, key, state_name, delivery)
-    return await route_once(svc, event.dedup_key, change)
+    return await route_once(svc, _fit_key(event.dedup_key), change)
 
 
 def skip_reason(settings: Settings, event: PlaneEvent) -> str | None:
@@ -194,29 +192,6 @@ def _status_change(
         actor=actor or None,
         correlation_id=delivery,
     )
-
-
-async def route_once(svc: Services, dedup_key: str, change: StatusChange) -> Answer:
-    """Record the delivery, decide and settle it in one transaction (a second delivery of
-    the same content is a duplicate); act on the decision once it has committed. If
-    deciding fails, nothing is kept, so the tracker's retry is acted on, not deduplicated."""
-    decided = await svc.store.run(_route_tx, svc, _fit_key(dedup_key), change, svc.clock.now())
-    if decided is None:
-        return Answer("duplicate", task=change.key)
-    after_commit(svc, change, decided)
-    return decided.answer
-
-
-def _route_tx(
-    conn: Connection, svc: Services, dedup_key: str, change: StatusChange, now: float
-) -> Decided | None:
-    row = record_delivery(conn, "plane", dedup_key, change.correlation_id, now)
-    if row is None:
-        return None
-    decided = decide_status(conn, svc, change, now)
-    answer = decided.answer
-    settle_delivery(conn, row, answer.outcome, answer.reason, answer.task_id)
-    return decided
 
 
 def _fit_key(dedup_key: str) -> str:
