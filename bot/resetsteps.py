@@ -76,12 +76,10 @@ def failpoint(point: str) -> None:
 
 async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
     """SIGTERM (+SIGCONT), grace, SIGKILL, confirm: every running job's process group."""
-    started = stops.stop_steps(rec).get("processes_signalled_at")
-    now = svc.clock.now()
-    if started is None:
-        await svc.store.run(stops.mark_step, rec.id, "processes_signalled_at", now)
-        started = now
-    grace = max(0.0, svc.settings.stop.grace_seconds - (now - float(started)))
+    # The grace runs from the request: a reset resumed after a crash waits only what is
+    # left of it. A deferred stop's processes get the whole grace (it waited for a window).
+    started = svc.clock.now() if rec.window else rec.requested_at
+    grace = max(0.0, svc.settings.stop.grace_seconds - (svc.clock.now() - started))
     running = [
         j
         for j in await svc.store.run_read(jobs.jobs_for_task, task.id)
