@@ -84,6 +84,9 @@ def after_decision(svc: Services, result: StopResult, correlation: str | None) -
         metrics.stop_requested(result.outcome)
     if result.new and result.outcome == "stop_requested" and result.stop_id:
         svc.extras.setdefault("stop_started", {})[result.stop_id] = svc.clock.monotonic()
+        pool = svc.extras.get("workers")
+        if pool is not None:  # the intent is durable: ask the agents to exit right away
+            pool.request_exit(result.task_id)
         launch_reset(svc, result.stop_id)
     elif result.new and result.outcome == "stop_deferred" and result.stop_id:
         svc.launch(

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.services import Services
-from integrations.processes import AgentProcess, ProcessRef, group_alive, stop_process_group
+from integrations.processes import (
+    AgentProcess,
+    ProcessRef,
+    group_alive,
+    request_exit,
+    stop_process_group,
+)
 from state import jobs
 from state.models import Job
 
@@ -67,6 +73,10 @@ class WorkerPool:
             for e in list(self.running.values())
             if e.task_id == task_id and e.process.poll() is None and group_alive(e.process.ref.pgid)
         ]
+
+    def request_exit(self, task_id: int) -> int:
+        """SIGTERM the task's agents this server runs, at once; the reset follows."""
+        return sum(request_exit(ref) for ref, _ in self.live_processes_of_task(task_id))
 
     # -- the loops -----------------------------------------------------------------------
 

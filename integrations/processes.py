@@ -220,6 +220,16 @@ def _pid_reuse_refusal(ref: ProcessRef) -> str | None:
     )
 
 
+def request_exit(ref: ProcessRef) -> bool:
+    """SIGTERM (+SIGCONT) the group now, with the same ownership checks as a stop; True if
+    sent. A stop that follows sends them again (harmless) and waits out the grace."""
+    if ownership_refusal(ref) is not None:
+        return False
+    sent = _signal_group(ref.pgid, signal.SIGTERM)
+    _signal_group(ref.pgid, signal.SIGCONT)
+    return sent
+
+
 async def stop_process_group(
     ref: ProcessRef,
     grace: float,

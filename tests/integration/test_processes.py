@@ -26,6 +26,7 @@ from integrations.processes import (
     processes_with_env,
     read_pgid,
     read_start_time,
+    request_exit,
     spawn_agent,
     stop_process_group,
     stop_process_group_sync,
@@ -304,3 +305,14 @@ def test_the_sync_stop_forces_a_stubborn_agent(launch: Launch) -> None:
     report = stop_process_group_sync(agent.ref, grace=0.3)
     assert report.outcome is StopOutcome.FORCED
     assert group_alive(agent.ref.pgid) is False
+
+
+async def test_request_exit_asks_our_agent_and_never_a_stranger(launch: Launch) -> None:
+    agent = launch(COOPERATIVE)
+    await _ready(agent)
+    stranger = ProcessRef(agent.ref.pid, agent.ref.pgid, agent.ref.start_time + 1)
+    assert request_exit(stranger) is False
+    await asyncio.sleep(0.2)
+    assert agent.poll() is None  # a start time that does not match: not signalled
+    assert request_exit(agent.ref) is True
+    assert await agent.wait() == 0  # the cooperative agent left on SIGTERM
