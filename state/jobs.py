@@ -56,6 +56,16 @@ def live_jobs_for_task(conn: Connection, task_id: int) -> list[Job]:
     return [Job.from_row(r) for r in rows]
 
 
+def due_job_exists(conn: Connection, now: float) -> bool:
+    """A cheap read before claiming: idle workers then poll without taking a write lock."""
+    found = conn.execute(
+        select(jobs.c.id)
+        .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.run_after <= now)
+        .limit(1)
+    ).first()
+    return found is not None
+
+
 def claim_next_job(
     conn: Connection, worker_id: str, now: float, lease_seconds: float
 ) -> Job | None:
