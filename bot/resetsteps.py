@@ -32,7 +32,11 @@ Step = Callable[[Services, StopRecord, Task], Awaitable[dict[str, Any]]]
 
 async def run_reset(svc: Services, stop_id: str) -> None:
     """Run every step not yet recorded for this stop, in order."""
-    rec = await svc.store.run_read(stops.get_stop, stop_id)
+    rec = await svc.store.run(reset_untouched, stop_id, svc.clock.now())
+    if rec is None:
+        rec = await svc.store.run_read(stops.get_stop, stop_id)
+    else:
+        _observe_terminal(svc, rec, "cancelled_graceful")
     task = None if rec is None else await svc.store.run_read(get_task, rec.task_id)
     for name, step in STEPS:
         if rec is None or task is None or rec.status is not StopStatus.OPEN:
@@ -182,30 +186,69 @@ async def make_terminal(svc: Services, rec: StopRecord, task: Task) -> dict[str,
     trigger = Trigger.FINALIZE_CANCEL if rec.window else Trigger.STOP
 
     def apply(conn: Any, current: Task) -> Task:
-        now = svc.clock.now()
-        if current.terminal:
-            return current
-        decision = decide(current, trigger, now=now, facts=Facts(), outcome=outcome)
-        if not decision.allowed:
-            raise StaleVersionError(f"cannot cancel yet: {decision.refusal}")
-        done = update_task(conn, current, now, **decision.changes)
-        add_event(
-            conn,
-            current.id,
-            "cancelled",
-            now,
-            actor=rec.requested_by,
-            stop_id=rec.id,
-            outcome=outcome,
-            effects_committed=current.merged_at is not None,
-            **counts,
-        )
-        stops.update_stop(conn, rec.id, outcome=outcome)
-        return done
+        return _cancel(conn, rec, current, trigger, outcome, counts, svc.clock.now())
 
     final = await _with_cas(svc, apply, task.id)
     _observe_terminal(svc, rec, outcome)
     return {"outcome": final.outcome, "effects_committed": final.merged_at is not None, **counts}
+
+
+def _cancel(
+    conn: Any,
+    rec: StopRecord,
+    current: Task,
+    trigger: Trigger,
+    outcome: str,
+    counts: dict[str, Any],
+    now: float,
+) -> Task:
+    """The task `cancelled` (compare-and-set), its audit event with the counts."""
+    if current.terminal:
+        return current
+    decision = decide(current, trigger, now=now, facts=Facts(), outcome=outcome)
+    if not decision.allowed:
+        raise StaleVersionError(f"cannot cancel yet: {decision.refusal}")
+    done = update_task(conn, current, now, **decision.changes)
+    add_event(
+        conn,
+        current.id,
+        "cancelled",
+        now,
+        actor=rec.requested_by,
+        stop_id=rec.id,
+        outcome=outcome,
+        effects_committed=current.merged_at is not None,
+        **counts,
+    )
+    stops.update_stop(conn, rec.id, outcome=outcome)
+    return done
+
+
+def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
+    """Steps 2–8 in one transaction for a task that never touched the outside world (no
+    process, worktree or branch: stopped while queued). None when it did."""
+    rec = stops.get_stop(conn, stop_id)
+    task = None if rec is None else get_task(conn, rec.task_id)
+    if rec is None or task is None or rec.status is not StopStatus.OPEN or rec.steps != "{}":
+        return None
+    if task.worktree_path or task.branch or jobs.live_processes_recorded(conn, task.id):
+        return None
+    steps: dict[str, Any] = {
+        "processes": _summarise([]),
+        "jobs": {"cancelled": jobs.cancel_task_jobs(conn, task.id, now), "late_processes": 0},
+        "lease": {"released": jobs.release_lease(conn, task.id)},
+        "worktree": {"removed": False, "reason": "no worktree"},
+        "remote_branch": {"deleted": False, "reason": "no branch"},
+    }
+    dead = tombstone_task_keys(conn, task, now)
+    steps["tombstone"] = {"issue_id": dead.issue_id, "key": dead.key}
+    counts = reset_counts(steps)
+    trigger = Trigger.FINALIZE_CANCEL if rec.window else Trigger.STOP
+    final = _cancel(conn, rec, dead, trigger, "cancelled_graceful", counts, now)
+    steps["terminal"] = {"outcome": final.outcome, "effects_committed": False, **counts}
+    for name, result in steps.items():
+        rec = stops.mark_step(conn, stop_id, name, result) or rec
+    return rec
 
 
 def _observe_terminal(svc: Services, rec: StopRecord, outcome: str) -> None:

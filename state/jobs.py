@@ -66,6 +66,14 @@ def due_job_exists(conn: Connection, now: float) -> bool:
     return found is not None
 
 
+def live_processes_recorded(conn: Connection, task_id: int) -> bool:
+    """Whether any running job of the task has a process recorded (or may get one)."""
+    found = conn.execute(
+        select(jobs.c.id).where(jobs.c.task_id == task_id, jobs.c.status == JobStatus.RUNNING.value)
+    ).first()
+    return found is not None
+
+
 def claim_next_job(
     conn: Connection, worker_id: str, now: float, lease_seconds: float
 ) -> Job | None:

@@ -162,3 +162,37 @@ async def test_stop_while_the_deploy_runs_waits_for_it(tmp_path: Path) -> None:
         deploy_jobs = [j for j in await h.jobs(done.id) if j.stage == "deploy"]
         assert [j.status.value for j in deploy_jobs] == ["succeeded"]
         assert await h.store.run_read(jobs.lease_holder, "app") is None
+
+
+async def test_a_task_stopped_while_queued_is_reset_in_one_transaction(tmp_path: Path) -> None:
+    from tests.acceptance.intake import deliver, make_settings, sample
+    from tests.acceptance.intake import running as intake_running
+
+    async with intake_running(make_settings(tmp_path)) as (client, svc):  # no workers run
+        assert (await deliver(client, sample("v1_state_to_analyse"))).json()["outcome"] == "started"
+        stop = (await deliver(client, sample("v1_state_stop"))).json()
+        assert stop["outcome"] == "stop_requested"
+
+        async def closed():  # type: ignore[no-untyped-def]
+            rec = await svc.store.run_read(stops.get_stop, stop["stop_id"])
+            return rec if rec.status is stops.StopStatus.DONE else None
+
+        rec = await wait_until(closed, timeout=10, what="stop closed")
+        steps = stops.stop_steps(rec)
+        assert set(steps) == {
+            "processes",
+            "jobs",
+            "lease",
+            "worktree",
+            "remote_branch",
+            "tombstone",
+            "terminal",
+            "notify",
+        }
+        assert steps["jobs"]["cancelled"] == 1 and steps["processes"]["groups"] == 0
+        task = await svc.store.run_read(
+            lambda c: __import__("state.store").store.get_task(c, rec.task_id)
+        )
+        assert task.stage is Stage.CANCELLED and task.outcome == "cancelled_graceful"
+        events = [e["kind"] for e in await svc.store.run_read(events_for_task, task.id)]
+        assert events.count("cancelled") == 1
