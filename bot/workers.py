@@ -122,8 +122,6 @@ class WorkerPool:
 
     async def _claim(self, worker_id: str) -> Job | None:
         try:
-            if not await self.svc.store.run_read(jobs.due_job_exists, self.svc.clock.now()):
-                return None
             return await self.svc.store.run(
                 jobs.claim_next_job,
                 worker_id,

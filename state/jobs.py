@@ -56,16 +56,6 @@ def live_jobs_for_task(conn: Connection, task_id: int) -> list[Job]:
     return [Job.from_row(r) for r in rows]
 
 
-def due_job_exists(conn: Connection, now: float) -> bool:
-    """A cheap read before claiming: idle workers then poll without taking a write lock."""
-    found = conn.execute(
-        select(jobs.c.id)
-        .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.run_after <= now)
-        .limit(1)
-    ).first()
-    return found is not None
-
-
 def live_processes_recorded(conn: Connection, task_id: int) -> bool:
     """Whether any running job of the task has a process recorded (or may get one)."""
     found = conn.execute(
