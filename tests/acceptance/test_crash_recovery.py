@@ -4,7 +4,6 @@ finishes within 5 s (+ what is left of the grace), nothing is done twice, no orp
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.common import to_toml
 from integrations.processes import processes_with_env
 from integrations.trackers.plane import sign
 from tests.acceptance.test_serve import free_port, wait_for
@@ -33,31 +33,6 @@ from tests.harness import (
 
 ROOT = Path(__file__).resolve().parents[2]
 GRACE = 3.0
-
-
-def to_toml(doc: dict[str, Any]) -> str:
-    """Just enough TOML for our settings dict (tables, arrays of tables, scalars, lists)."""
-    lines: list[str] = []
-    for section, body in doc.items():
-        if isinstance(body, list):
-            for item in body:
-                lines.append(f"[[{section}]]")
-                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
-            continue
-        _table(lines, section, body)
-    return "\n".join(lines) + "\n"
-
-
-def _table(lines: list[str], name: str, body: dict[str, Any]) -> None:
-    lines.append(f"[{name}]")
-    nested = {k: v for k, v in body.items() if isinstance(v, dict)}
-    lines += [f"{k} = {json.dumps(v)}" for k, v in body.items() if k not in nested]
-    for key, sub in nested.items():
-        if key == "project_identifiers":
-            lines.append(f"[{name}.{key}]")
-            lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sub.items()]
-        else:
-            _table(lines, f"{name}.{key}", sub)
 
 
 class FakePlane:
