@@ -10,7 +10,7 @@ from pathlib import Path
 from integrations.processes import group_alive, processes_with_env
 from state import stops
 from state.models import JobStatus, Stage
-from state.store import parse_tombstone
+from state.store import get_task, parse_tombstone
 from tests.harness import (
     COOPERATIVE_AGENT,
     STUBBORN_AGENT,
@@ -207,9 +207,7 @@ async def test_rerun_after_cancel_starts_fresh(tmp_path: Path) -> None:
         assert second_job.run_id != first_job.run_id
         assert fresh.worktree_path and Path(fresh.worktree_path).is_dir()
         assert fresh.branch == first.branch  # recreated after the reset deleted it
-        still = await h.store.run_read(
-            lambda c: __import__("state.store").store.get_task(c, old.id)
-        )
+        still = await h.store.run_read(get_task, old.id)
         assert still.stage is Stage.CANCELLED and parse_tombstone(still.key)
         # Two finalizer ticks later the new run is still running: no old flag kills it.
         await asyncio.sleep(0.6)

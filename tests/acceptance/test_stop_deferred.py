@@ -9,7 +9,7 @@ from pathlib import Path
 
 from state import jobs, stops
 from state.models import Stage
-from state.store import events_for_task
+from state.store import events_for_task, get_task
 from tests.acceptance.test_stop import COOPERATIVE_AGENT, agents, cancelled, running_job
 from tests.gitrepo import git
 from tests.harness import Harness, running, wait_until
@@ -190,9 +190,7 @@ async def test_a_task_stopped_while_queued_is_reset_in_one_transaction(tmp_path:
             "notify",
         }
         assert steps["jobs"]["cancelled"] == 1 and steps["processes"]["groups"] == 0
-        task = await svc.store.run_read(
-            lambda c: __import__("state.store").store.get_task(c, rec.task_id)
-        )
+        task = await svc.store.run_read(get_task, rec.task_id)
         assert task.stage is Stage.CANCELLED and task.outcome == "cancelled_graceful"
         events = [e["kind"] for e in await svc.store.run_read(events_for_task, task.id)]
         assert events.count("cancelled") == 1
