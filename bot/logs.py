@@ -170,3 +170,4 @@ def configure_logging(
         logging.getLogger(name).propagate = True
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,6 +28,15 @@ from state.schema import audit_events, tasks
 T = TypeVar("T")
 MAX_TASK_ID = 2**31 - 1  # task ids are 32-bit integers on both databases
 TOMBSTONE_RE = re.compile(r"^(?P<original>.*)#cancelled-(?P<task_id>\d+)$", re.DOTALL)
+
+
+WRITE_ATTEMPTS = 6
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
+
+
+def _retryable(exc: StoreError) -> bool:
+    orig = getattr(exc.__cause__, "orig", None)
+    return getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 class Store:
@@ -69,9 +79,18 @@ class Store:
             raise StoreError(f"database error: {exc.orig}") from exc
 
     def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """`fn(conn, *args, **kwargs)` in one write transaction."""
-        with self.begin() as conn:
-            return fn(conn, *args, **kwargs)
+        """`fn(conn, *args, **kwargs)` in one write transaction; a transaction PostgreSQL
+        aborted as a deadlock victim (or a serialization failure) is run again from the
+        start, which is safe because `fn` touches nothing but the database."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self.begin() as conn:
+                    return fn(conn, *args, **kwargs)
+            except StoreError as exc:
+                if attempt == WRITE_ATTEMPTS - 1 or not _retryable(exc):
+                    raise
+                time.sleep(0.005 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def query(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self.read() as conn:

@@ -211,3 +211,38 @@ def test_counts_kept_by_triggers_match_the_tables(store: Store) -> None:
     assert {k: v for k, v in summary["tasks"].items() if v} == stages
     assert {k: v for k, v in summary["jobs"].items() if v} == statuses
     assert summary["tasks"]["analysis"] == 5 and summary["jobs"]["cancelled"] == 1
+
+
+def test_a_deadlock_victim_is_run_again(postgres_url: str) -> None:
+    """Two transactions locking two rows in opposite orders: PostgreSQL aborts one, and
+    Store.write runs it again from the start, so both land."""
+    from sqlalchemy import update as sql_update
+
+    from state.schema import tasks as tasks_table
+
+    store = Store(make_engine(postgres_url))
+    a = store.write(insert_task, new_task("a", "APP-1"), NOW)
+    b = store.write(insert_task, new_task("b", "APP-2"), NOW)
+    barrier = threading.Barrier(2, timeout=10)
+    attempts: list[str] = []
+
+    def touch(first: int, second: int, name: str):  # type: ignore[no-untyped-def]
+        def tx(conn) -> None:  # type: ignore[no-untyped-def]
+            attempts.append(name)
+            conn.execute(
+                sql_update(tasks_table).where(tasks_table.c.id == first).values(title=name)
+            )
+            if attempts.count(name) == 1:  # only the first try of each meets the other
+                barrier.wait()
+            conn.execute(
+                sql_update(tasks_table).where(tasks_table.c.id == second).values(title=name)
+            )
+
+        return lambda: store.write(tx)
+
+    with ThreadPoolExecutor(2) as pool:
+        done = [pool.submit(touch(a.id, b.id, "one")), pool.submit(touch(b.id, a.id, "two"))]
+        for future in done:
+            future.result(timeout=30)
+    assert len(attempts) == 3  # one of the two was the deadlock victim and ran again
+    store.dispose()
