@@ -48,10 +48,19 @@ def _lock_for(path: Path) -> threading.Lock:
         return _repo_locks.setdefault(path, threading.Lock())
 
 
-# The calls that add, remove or prune worktrees (merge works in a scratch worktree);
-# pushes and remote look-ups do not touch that bookkeeping and run side by side.
+# The calls that write the clone's shared bookkeeping: worktrees (merge works in a
+# scratch worktree) and refs, remote-tracking ones included (a push updates
+# refs/remotes/…, and a fetch beside it fails with "cannot lock ref"). Looking a branch
+# up on the remote writes nothing and runs side by side.
 _BOOKKEEPING = frozenset(
-    {git.create_worktree, git.remove_worktree, git.delete_local_branch, git.merge_branch}
+    {
+        git.create_worktree,
+        git.remove_worktree,
+        git.delete_local_branch,
+        git.merge_branch,
+        git.push_branch,
+        git.delete_remote_branch,
+    }
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from bot.services import Services
 from integrations.trackers.base import IssueRef
 from state import stops
-from state.models import StopRecord, StopStatus, Task
+from state.models import StopRecord, Task
 from state.store import get_task, original_key
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,7 @@ def reset_counts(steps: dict[str, Any]) -> dict[str, Any]:
 async def notify(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
     """One comment on the ticket; a failure is logged, never breaks the stop."""
     steps = stops.stop_steps(rec)
-    posted = await _comment(svc, task, _summary_html(task, steps))
-    # The stop closes only now, so a crash before the comment resumes and still sends it.
-    await svc.store.run(
-        lambda c: stops.update_stop(c, rec.id, status=StopStatus.DONE, closed_at=svc.clock.now())
-    )
-    return {"posted": posted}
+    return {"posted": await _comment(svc, task, _summary_html(task, steps))}
 
 
 async def notify_deferred(svc: Services, stop_id: str) -> None:

@@ -49,7 +49,10 @@ async def run_reset(svc: Services, stop_id: str) -> None:
                 return
         failpoint(f"before:{name}")
         result = await step(svc, rec, task)
-        rec = await svc.store.run(stops.mark_step, stop_id, name, result)
+        # The stop closes with its last step, so a crash before the comment resumes
+        # and still sends it, and nobody sees a closed stop with a step missing.
+        close_at = svc.clock.now() if name == STEPS[-1][0] else None
+        rec = await svc.store.run(stops.mark_step, stop_id, name, result, close_at=close_at)
         failpoint(f"after:{name}")
         log.info(
             "reset step done",

@@ -109,16 +109,25 @@ def stop_steps(record: StopRecord) -> dict[str, Any]:
     return loaded
 
 
-def mark_step(conn: Connection, stop_id: str, step: str, result: Any) -> StopRecord | None:
-    """Record that a reset step finished, so a resumed reset never does it twice; the
-    record as it now stands."""
+def mark_step(
+    conn: Connection, stop_id: str, step: str, result: Any, *, close_at: float | None = None
+) -> StopRecord | None:
+    """Record that a reset step finished, so a resumed reset never does it twice; with
+    `close_at`, the stop is done in the same write. The record as it now stands."""
     current = get_stop(conn, stop_id)
     if current is None:
         return None
     steps = stop_steps(current)
     steps[step] = result
     encoded = json.dumps(steps, sort_keys=True, default=str)
-    conn.execute(update(stop_records).where(stop_records.c.id == stop_id).values(steps=encoded))
+    closing: dict[str, Any] = {}
+    if close_at is not None:
+        closing = {"status": StopStatus.DONE.value, "closed_at": close_at}
+    conn.execute(
+        update(stop_records).where(stop_records.c.id == stop_id).values(steps=encoded, **closing)
+    )
+    if close_at is not None:
+        return replace(current, steps=encoded, status=StopStatus.DONE, closed_at=close_at)
     return replace(current, steps=encoded)
 
 
