@@ -95,7 +95,12 @@ async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str
     ]
     reports = await asyncio.gather(*(_stop_job(svc, j, grace) for j in running))
     _observe_group_empty(svc, rec)
-    return _summarise(list(reports))
+    summary = _summarise(list(reports))
+    # Agents that left on the SIGTERM sent right after the intent committed were gone by
+    # the time this step looked: they still count as stopped.
+    asked = svc.extras.get("asked_to_exit", {}).pop(rec.id, 0)
+    summary["processes"] = max(summary["processes"], asked)
+    return summary
 
 
 async def _stop_job(svc: Services, job: Job, grace: float) -> StopReport:

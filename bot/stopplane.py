@@ -86,7 +86,8 @@ def after_decision(svc: Services, result: StopResult, correlation: str | None) -
         svc.extras.setdefault("stop_started", {})[result.stop_id] = svc.clock.monotonic()
         pool = svc.extras.get("workers")
         if pool is not None:  # the intent is durable: ask the agents to exit right away
-            pool.request_exit(result.task_id)
+            asked = pool.request_exit(result.task_id)
+            svc.extras.setdefault("asked_to_exit", {})[result.stop_id] = asked
         launch_reset(svc, result.stop_id)
     elif result.new and result.outcome == "stop_deferred" and result.stop_id:
         svc.launch(
@@ -183,9 +184,9 @@ def _decide(
         now,
         actor=requested_by,
         stop_id=rec.id,
-        window=window,
         reason=reason,
         correlation=correlation,
+        **({"window": window} if window else {}),
     )
     return StopResult(outcome, task.key, task.id, rec.id, new), True
 

@@ -16,6 +16,7 @@ from integrations.processes import (
     AgentProcess,
     ProcessRef,
     group_alive,
+    group_members,
     request_exit,
     stop_process_group,
 )
@@ -75,8 +76,14 @@ class WorkerPool:
         ]
 
     def request_exit(self, task_id: int) -> int:
-        """SIGTERM the task's agents this server runs, at once; the reset follows."""
-        return sum(request_exit(ref) for ref, _ in self.live_processes_of_task(task_id))
+        """SIGTERM the task's agents this server runs, at once (the reset follows); how
+        many live processes their groups held."""
+        asked = 0
+        for ref, _ in self.live_processes_of_task(task_id):
+            members = len(group_members(ref.pgid))
+            if request_exit(ref):
+                asked += members
+        return asked
 
     # -- the loops -----------------------------------------------------------------------
 
