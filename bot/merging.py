@@ -15,7 +15,6 @@ from bot.gitops import in_repo, repo_spec
 from bot.services import Services
 from integrations import git
 from state import jobs
-from state.errors import StaleVersionError
 from state.machine import Trigger, decide
 from state.models import Job, JobStatus, Stage, Task
 from state.store import add_event, get_task, update_task
@@ -53,7 +52,9 @@ async def run_merge(svc: Services, job: Job, task: Task) -> None:
         return
     repo = svc.repo(task.repo)
     deploy = (repo.deploy_command, repo.self_hosting) if repo else ("", False)
-    after = await _cas(svc, _finish_merge, job, task.id, result.sha, svc.clock.now(), deploy)
+    after = await svc.store.run_until_current(
+        _finish_merge, job, task.id, result.sha, svc.clock.now(), deploy
+    )
     svc.wake_workers()
     if after is not None and after.stage is Stage.DONE:
         await releasing.after_done(svc, after)
@@ -122,8 +123,8 @@ def _into_deploy(conn: Connection, task: Task, now: float, deploy: tuple[str, bo
 async def _retry(
     svc: Services, job: Job, task_id: int, reason: str, *, conflict: bool = False
 ) -> None:
-    await _cas(
-        svc, _merge_failed, job, task_id, reason, conflict, svc.clock.now(), pipeline._policy(svc)
+    await svc.store.run_until_current(
+        _merge_failed, job, task_id, reason, conflict, svc.clock.now(), pipeline._policy(svc)
     )
     svc.wake_workers()
 
@@ -164,12 +165,3 @@ async def run_deploy(svc: Services, pool: WorkerPool, job: Job, task: Task) -> N
     code = await pipeline.run_process(svc, pool, job, task, command, cwd=cwd)
     if code is not None:
         await pipeline.settle(svc, job, task.id, exit_code=code, error=None)
-
-
-async def _cas(svc: Services, fn: object, *args: object) -> Task | None:
-    for _ in range(20):
-        try:
-            return await svc.store.run(fn, *args)  # type: ignore[arg-type]
-        except StaleVersionError:
-            continue
-    raise StaleVersionError("task kept changing during merge")

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
@@ -160,7 +161,7 @@ async def run_process(
     log_path = svc.logs_dir(task.key) / f"{job.id}.log"
     try:
         proc = spawn_agent(
-            command, cwd=_path(cwd), env=agent_env(svc, job, task, cwd), log_path=log_path
+            command, cwd=Path(cwd), env=agent_env(svc, job, task, cwd), log_path=log_path
         )
     except IntegrationError as exc:
         await settle(svc, job, task.id, exit_code=None, error=str(exc))
@@ -201,12 +202,6 @@ async def _wait(svc: Services, job: Job, proc: AgentProcess) -> int | None:
     return code
 
 
-def _path(value: str) -> Any:
-    from pathlib import Path
-
-    return Path(value)
-
-
 # -- settling ------------------------------------------------------------------------------
 
 
@@ -220,16 +215,9 @@ async def settle(
             sha = await _push(svc, task_id)
         except IntegrationError as exc:
             exit_code, error = None, f"push: {exc}"
-    for _ in range(20):
-        try:
-            after = await svc.store.run(
-                _settle_tx, job, task_id, exit_code, error, sha, svc.clock.now(), _policy(svc)
-            )
-            break
-        except StaleVersionError:
-            continue
-    else:
-        raise StaleVersionError(f"task {task_id} kept changing while settling job {job.id}")
+    after = await svc.store.run_until_current(
+        _settle_tx, job, task_id, exit_code, error, sha, svc.clock.now(), _policy(svc)
+    )
     svc.wake_workers()
     if after is not None and after.stage is Stage.DONE:
         await releasing.after_done(svc, after)
@@ -242,7 +230,7 @@ async def _push(svc: Services, task_id: int) -> str | None:
     if not task.worktree_path:
         return None
     return await in_repo(
-        git.push_branch, repo_spec(svc, task.repo), _path(task.worktree_path), task.branch
+        git.push_branch, repo_spec(svc, task.repo), Path(task.worktree_path), task.branch
     )
 
 

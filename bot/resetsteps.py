@@ -178,8 +178,8 @@ async def release_lease(svc: Services, rec: StopRecord, task: Task) -> dict[str,
 
 async def tombstone(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
     """Free the ticket's keys so the start status can make a fresh task later."""
-    done = await _with_cas(
-        svc, lambda conn, t: tombstone_task_keys(conn, t, svc.clock.now()), task.id
+    done = await svc.store.run_until_current(
+        _apply, lambda conn, t: tombstone_task_keys(conn, t, svc.clock.now()), task.id
     )
     return {"issue_id": done.issue_id, "key": done.key}
 
@@ -196,7 +196,7 @@ async def make_terminal(svc: Services, rec: StopRecord, task: Task) -> dict[str,
     def apply(conn: Any, current: Task) -> Task:
         return _cancel(conn, rec, current, trigger, outcome, counts, svc.clock.now())
 
-    final = await _with_cas(svc, apply, task.id)
+    final = await svc.store.run_until_current(_apply, apply, task.id)
     _observe_terminal(svc, rec, outcome)
     return {"outcome": final.outcome, "effects_committed": final.merged_at is not None, **counts}
 
@@ -264,15 +264,6 @@ def _observe_terminal(svc: Services, rec: StopRecord, outcome: str) -> None:
     started = svc.extras.get("stop_started", {}).pop(rec.id, None)
     if metrics is not None:
         metrics.stop_finished(outcome, None if started is None else svc.clock.monotonic() - started)
-
-
-async def _with_cas(svc: Services, fn: Callable[[Any, Task], Task], task_id: int) -> Task:
-    for _ in range(50):
-        try:
-            return await svc.store.run(_apply, fn, task_id)
-        except StaleVersionError:
-            await asyncio.sleep(0.01)
-    raise StaleVersionError(f"task {task_id} kept changing during its reset")
 
 
 def _apply(conn: Any, fn: Callable[[Any, Task], Task], task_id: int) -> Task:

@@ -31,6 +31,7 @@ TOMBSTONE_RE = re.compile(r"^(?P<original>.*)#cancelled-(?P<task_id>\d+)$", re.D
 
 
 WRITE_ATTEMPTS = 6
+CAS_ATTEMPTS = 50
 _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
 
 
@@ -102,6 +103,17 @@ class Store:
         if self._writer is None:
             return await anyio.to_thread.run_sync(call)
         return await asyncio.get_running_loop().run_in_executor(self._writer, call)
+
+    async def run_until_current(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`run`, again while a compare-and-set loses: `fn` re-reads and re-decides."""
+        for attempt in range(CAS_ATTEMPTS):
+            try:
+                return await self.run(fn, *args, **kwargs)
+            except StaleVersionError:
+                if attempt == CAS_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.005)
+        raise AssertionError("unreachable")
 
     async def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(partial(self.query, fn, *args, **kwargs))

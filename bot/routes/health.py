@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -17,8 +18,6 @@ async def healthz(request: Request) -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     """200 when the database answers, else 503."""
     store = services(request).store
-    import anyio.to_thread
-
     if await anyio.to_thread.run_sync(store.ping):
         return JSONResponse({"status": "ready", "database": "ok"})
     return JSONResponse({"status": "not ready", "database": "unreachable"}, status_code=503)
