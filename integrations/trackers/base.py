@@ -238,14 +238,19 @@ class TrackerSettings(BaseModel):
         return out
 
 
+Projects = Mapping[str, str]
+"""The tracker projects conveyor serves (``[[repos]] tracker_project``) → the repo's name."""
+
+
 @dataclass(frozen=True)
 class Adapter:
     """A tracker package's entry in the registry: its settings section (with the env
-    variables that override it) and how to build the tracker from them."""
+    variables that override it) and how to build the tracker from them, the shared
+    httpx client and the projects mapped to repos (GitHub keys use the repo's name)."""
 
     name: str
     settings: type[TrackerSettings]
-    build: Callable[[TrackerSettings, httpx.AsyncClient], Tracker]
+    build: Callable[[TrackerSettings, httpx.AsyncClient, Projects], Tracker]
     env: Mapping[str, str] = field(default_factory=dict)  # CONVEYOR_X -> settings key
 
 
