@@ -265,7 +265,7 @@ def conveyor_server(
     config = root / f"{name}.toml"
     config.write_text(to_toml(doc))
     env = child_env(token, CONVEYOR_CONFIG=str(config))
-    argv = [sys.executable, "-m", "bot.cli", "serve"]
+    argv = [sys.executable, "-m", "bot.cli.main", "serve"]
     return Server(argv, env, root, int(doc["server"]["port"]), root / f"{name}.log")
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import finalizer, stopplane
+from bot.engine.workers import WorkerPool, worker_prefix
 from bot.services import Services
-from bot.workers import WorkerPool, worker_prefix
+from bot.stopplane import finalizer
+from bot.stopplane import intent as stopplane
 from integrations.processes import ProcessRef, group_alive, stop_process_group
 from state import jobs, stops
 from state.models import Job, StopStatus

@@ -82,7 +82,7 @@ class Server:
             env["CONVEYOR_FAILPOINT"] = failpoint
         log = open(self.tmp_path / "server.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve"],
+            [sys.executable, "-m", "bot.cli.main", "serve"],
             cwd=self.tmp_path,
             env=env,
             stdout=log,

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from bot import pipeline
 from bot.app import create_app
+from bot.engine import stages as pipeline
+from bot.engine.workers import WorkerPool, worker_prefix
 from bot.services import Services
 from bot.settings import settings_from_dict
-from bot.workers import WorkerPool, worker_prefix
 from integrations.processes import processes_with_env
 from integrations.trackers.base import RecordingTracker
 from state import jobs

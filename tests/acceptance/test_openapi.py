@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from bot.api.meta import openapi_document
 from bot.app import all_routes, create_app
-from bot.routes.meta import openapi_document
 from bot.settings import settings_from_dict
 from tests.apptools import app_client
 

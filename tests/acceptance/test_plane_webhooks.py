@@ -465,7 +465,7 @@ async def test_each_delivery_is_logged_once_and_counted_without_secrets(
         await deliver(client, payload, delivery="d-1")
         await deliver(client, payload, delivery="d-2")
         await deliver(client, payload, delivery="d-3", signature="0" * 64)
-    lines = [r for r in caplog.records if r.name == "bot.routes.plane"]
+    lines = [r for r in caplog.records if r.name == "bot.intake.route"]
     assert [(r.getMessage(), r.delivery, r.outcome) for r in lines] == [  # type: ignore[attr-defined]
         ("plane delivery", "d-1", "started"),
         ("plane delivery", "d-2", "duplicate"),

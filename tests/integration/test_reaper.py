@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, update
 
-from bot import finalizer
 from bot.app import create_app
 from bot.services import Services
 from bot.settings import settings_from_dict
+from bot.stopplane import finalizer
 from integrations.processes import group_alive, spawn_agent
 from state import jobs, stops
 from state.models import Job, JobStatus, NewTask, StopStatus

@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from bot import reset_notify, resetsteps
-from bot.answers import Answer
+from bot.intake.answers import Answer
 from bot.services import Services
+from bot.stopplane import notify as reset_notify
+from bot.stopplane import reset as resetsteps
 from state import jobs, stops
 from state.errors import StaleVersionError
 from state.machine import Facts, Trigger, critical_window, decide

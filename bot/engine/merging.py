@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection
 
-from bot import pipeline, releasing
+from bot.engine import releasing
+from bot.engine import stages as pipeline
 from bot.gitops import in_repo, repo_spec
 from bot.services import Services
 from integrations import git
@@ -20,7 +21,7 @@ from state.models import Job, JobStatus, Stage, Task
 from state.store import add_event, get_task, update_task
 
 if TYPE_CHECKING:
-    from bot.workers import WorkerPool
+    from bot.engine.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot import reset_outside, stopplane
+from bot.engine.workers import ran_here, worker_prefix
 from bot.gitops import UnknownRepoError
 from bot.services import Services
-from bot.workers import ran_here, worker_prefix
+from bot.stopplane import intent as stopplane
+from bot.stopplane import outside as reset_outside
 from integrations import git
 from integrations.errors import IntegrationError
 from integrations.processes import ProcessRef, group_alive, stop_process_group

@@ -19,9 +19,9 @@ from typing import Any, TypeAlias
 from rich.console import Console
 
 from bot import plane_delivery as pd
-from bot import tables
+from bot.cli import tables
+from bot.cli.remote import ServerClient, ref_path
 from bot.errors import ConfigError, ConveyorError, UsageError
-from bot.remote import ServerClient, ref_path
 from bot.settings import Settings, load_settings
 from state.errors import StateError
 
@@ -225,7 +225,7 @@ _LOGGING_COMMANDS = {"serve", "db"}
 def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         # The demo builds its own settings: no conveyor.toml or env var changes it.
-        from bot import demo
+        from bot.cli.demo import run as demo
 
         return demo.main(args)
     settings = _settings(args)

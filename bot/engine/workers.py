@@ -107,7 +107,7 @@ class WorkerPool:
         self.unregister(entry.job.id)
 
     async def _loop(self, index: int) -> None:
-        from bot import pipeline
+        from bot.engine import stages as pipeline
 
         worker_id = f"{worker_prefix()}{index}"
         wake: asyncio.Event = self.svc.extras["wake"]

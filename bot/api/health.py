@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bot.http import services
+from bot.api.http import services
 
 
 async def healthz(request: Request) -> JSONResponse:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bot import demo_account as account
-from bot import demo_repo
-from bot.demo_account import Claim, World
-from bot.demo_repo import DemoRepo
-from bot.demo_scenarios import (
+from bot.cli.demo import account
+from bot.cli.demo import repo as demo_repo
+from bot.cli.demo.account import Claim, World
+from bot.cli.demo.repo import DemoRepo
+from bot.cli.demo.scenarios import (
     KEY,
     MERGE_SECONDS,
     POLL_SECONDS,
@@ -37,9 +37,9 @@ from bot.demo_scenarios import (
     Run,
     claim_line,
 )
+from bot.cli.remote import ServerClient
 from bot.errors import ConveyorError
 from bot.logs import JsonFormatter, RedactSecrets, TextFormatter
-from bot.remote import ServerClient
 from bot.serve import serving_in_thread
 from bot.settings import Settings, settings_from_dict
 from integrations.processes import group_alive, processes_with_env

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot import views
-from bot.http import error, services
+from bot.api import views
+from bot.api.http import error, services
 from state.jobs import jobs_for_task
 from state.queue import queue_summary
 from state.stops import cleanups_for_task, stops_for_task

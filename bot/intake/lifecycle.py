@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from bot import stopplane
-from bot.answers import Answer, ignored
+from bot.intake.answers import Answer, ignored
 from bot.services import Services
+from bot.stopplane import intent as stopplane
 from state import jobs
 from state.machine import Facts, Trigger, decide
 from state.models import JobStatus, NewTask, Stage, Task

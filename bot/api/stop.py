@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot import stopplane
-from bot.http import error, services
+from bot.api.http import error, services
+from bot.stopplane import intent as stopplane
 from state.store import find_task, original_key
 
 log = logging.getLogger(__name__)

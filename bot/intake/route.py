@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.answers import Answer, ignored
-from bot.http import error, services
-from bot.lifecycle import StatusChange, route_once
+from bot.api.http import error, services
+from bot.intake.answers import Answer, ignored
+from bot.intake.lifecycle import StatusChange, route_once
 from bot.services import Services
 from bot.settings import Settings
 from integrations.trackers import plane

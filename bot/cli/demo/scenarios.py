@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.text import Text
 
-from bot import demo_account as account
-from bot import demo_repo
-from bot.demo_account import Claim
-from bot.demo_repo import DemoError, DemoRepo
+from bot.cli.demo import account
+from bot.cli.demo import repo as demo_repo
+from bot.cli.demo.account import Claim
+from bot.cli.demo.repo import DemoError, DemoRepo
+from bot.cli.remote import Reply, ServerClient, ref_path
 from bot.plane_delivery import Ticket, build_delivery, describe_answer
-from bot.remote import Reply, ServerClient, ref_path
 from bot.settings import Settings
 
 PROJECT = "0d3c6a52-5d0e-4c4e-9d51-0a9f3c1b7e21"  # the demo's Plane project

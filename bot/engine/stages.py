@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from bot import releasing
+from bot.engine import releasing
 from bot.gitops import in_repo, off_loop, repo_spec
 from bot.services import Services
 from integrations import git
@@ -25,7 +25,7 @@ from state.models import AGENT_STAGES, Job, JobStatus, Stage, StopStatus, Task
 from state.store import add_event, get_task, update_task
 
 if TYPE_CHECKING:
-    from bot.workers import WorkerPool
+    from bot.engine.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,11 @@ async def execute(svc: Services, pool: WorkerPool, job: Job) -> None:
     if job.stage in {s.value for s in AGENT_STAGES}:
         await run_agent_stage(svc, pool, job, task)
     elif job.stage == Stage.MERGE.value:
-        from bot import merging
+        from bot.engine import merging
 
         await merging.run_merge(svc, job, task)
     elif job.stage == Stage.DEPLOY.value:
-        from bot import merging
+        from bot.engine import merging
 
         await merging.run_deploy(svc, pool, job, task)
     else:

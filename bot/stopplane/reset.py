@@ -14,10 +14,10 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.reset_notify import notify, reset_counts
-from bot.reset_outside import delete_branch, remove_worktree
+from bot.engine.workers import ran_here
 from bot.services import Services
-from bot.workers import ran_here
+from bot.stopplane.notify import notify, reset_counts
+from bot.stopplane.outside import delete_branch, remove_worktree
 from integrations.processes import ProcessRef, StopOutcome, StopReport, stop_process_group
 from state import jobs, stops
 from state.errors import StaleVersionError

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot import metrics as metrics_module
-from bot.http import services
+from bot.api.http import services
 
 
 async def metrics(request: Request) -> Response:
@@ -30,7 +30,7 @@ async def openapi(request: Request) -> Response:
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    """`bot/schemas/openapi.json` with the /queue schema (the one that ships) put in."""
+    """`bot/api/schemas/openapi.json` with the /queue schema (the one that ships) put in."""
     doc = _schema_file("openapi.json")
     doc["components"]["schemas"]["Queue"] = queue_component(_schema_file("queue.schema.json"))
     return doc
@@ -57,7 +57,7 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 
 
 def _schema_file(name: str) -> dict[str, Any]:
-    text = (resources.files("bot") / "schemas" / name).read_text("utf-8")
+    text = (resources.files("bot.api") / "schemas" / name).read_text("utf-8")
     doc: dict[str, Any] = json.loads(text)
     return doc
 
