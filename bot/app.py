@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 def all_routes() -> list[BaseRoute]:
     from bot.api import meta, stop, tasks
-    from bot.intake import route as plane
+    from bot.intake import route as webhooks
 
-    return [*health.routes, *meta.routes, *plane.routes, *stop.routes, *tasks.routes]
+    return [*health.routes, *meta.routes, *webhooks.routes, *stop.routes, *tasks.routes]
 
 
 def create_app(

@@ -13,13 +13,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot import metrics as metrics_module
 from bot.api.http import services
+from bot.metrics import Metrics
 
 
 async def metrics(request: Request) -> Response:
     """The app's counters, histograms and store gauges, read now."""
-    body = await metrics_module.install(services(request)).render()
+    svc = services(request)
+    if svc.metrics is None:  # an app configured without them (tests): made on first use
+        svc.metrics = Metrics(svc.store)
+    body = await svc.metrics.render()
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -18,7 +18,6 @@ from typing import Any, TypeAlias
 
 from rich.console import Console
 
-from bot import plane_delivery as pd
 from bot.cli import tables
 from bot.cli.remote import ServerClient, ref_path
 from bot.errors import ConfigError, ConveyorError, UsageError
@@ -190,7 +189,10 @@ def describe_stop(status: int, doc: dict[str, Any], ref: str) -> str:
 
 def _send_plane(args: argparse.Namespace, settings: Settings) -> int:
     """Build, sign and post a Plane state change; print the answer in one line."""
-    ticket = pd.Ticket(
+    from bot.cli import senders
+    from integrations.trackers.plane.payloads import Ticket
+
+    ticket = Ticket(
         key=args.issue,
         state=args.state,
         project_id=args.project,
@@ -198,10 +200,10 @@ def _send_plane(args: argparse.Namespace, settings: Settings) -> int:
         actor=args.actor,
         title=args.title,
     )
-    delivery = pd.build_delivery(settings, ticket, datetime.now(UTC), uuid.uuid4().hex)
+    delivery = senders.plane_delivery(settings, ticket, datetime.now(UTC), uuid.uuid4().hex)
     with _client(args, settings) as client:
         reply = client.post("/webhooks/plane", content=delivery.body, headers=delivery.headers)
-    print(pd.describe_answer(reply.status, reply.doc))
+    print(senders.describe_answer(reply.status, reply.doc))
     return 0
 
 

@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import Connection
 
-from bot.engine import releasing
-from bot.engine import stages as pipeline
+from bot.engine import releasing, stages
 from bot.gitops import in_repo, repo_spec
 from bot.services import Services
 from integrations import git
@@ -19,9 +18,6 @@ from state import jobs
 from state.machine import Trigger, decide
 from state.models import Job, JobStatus, Stage, Task
 from state.store import add_event, get_task, update_task
-
-if TYPE_CHECKING:
-    from bot.engine.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,7 +101,7 @@ def _finish_merge(
     jobs.finish_job(conn, job.id, job.run_id or "", JobStatus.SUCCEEDED, now, exit_code=0)
     if task.cancel_requested_at is not None:
         return task  # a deferred stop: no later stage starts; the finalizer cancels
-    return _into_deploy(conn, pipeline.advance(conn, task, now), now, deploy)
+    return _into_deploy(conn, stages.advance(conn, task, now), now, deploy)
 
 
 def _into_deploy(conn: Connection, task: Task, now: float, deploy: tuple[str, bool]) -> Task:
@@ -113,7 +109,7 @@ def _into_deploy(conn: Connection, task: Task, now: float, deploy: tuple[str, bo
     if task.stage is not Stage.DEPLOY:
         return task
     if not command:
-        return pipeline.advance(conn, task, now)  # nothing to deploy: straight to done
+        return stages.advance(conn, task, now)  # nothing to deploy: straight to done
     if self_hosting:
         add_event(conn, task.id, "awaiting_confirm_deploy", now)
         return update_task(conn, task, now, awaiting_confirm=True)
@@ -125,7 +121,7 @@ async def _retry(
     svc: Services, job: Job, task_id: int, reason: str, *, conflict: bool = False
 ) -> None:
     await svc.store.run_until_current(
-        _merge_failed, job, task_id, reason, conflict, svc.clock.now(), pipeline._policy(svc)
+        _merge_failed, job, task_id, reason, conflict, svc.clock.now(), stages._policy(svc)
     )
     svc.wake_workers()
 
@@ -152,17 +148,17 @@ def _merge_failed(
         add_event(conn, task.id, "merge_conflict", now, reason=reason)
         decision = decide(task, Trigger.BLOCK, now=now, reason=reason)
         return update_task(conn, task, now, **decision.changes) if decision.allowed else task
-    return pipeline.retry_or_block(conn, job, task, now, reason=reason, policy=policy)
+    return stages.retry_or_block(conn, job, task, now, reason=reason, policy=policy)
 
 
-async def run_deploy(svc: Services, pool: WorkerPool, job: Job, task: Task) -> None:
+async def run_deploy(svc: Services, job: Job, task: Task) -> None:
     """The repo's deploy command as a process; exit 0 → done (lease released)."""
     repo = svc.repo(task.repo)
     command = repo.deploy_command if repo else ""
     if not command:
-        await pipeline.settle(svc, job, task.id, exit_code=0, error=None)
+        await stages.settle(svc, job, task.id, exit_code=0, error=None)
         return
     cwd = task.worktree_path or str(repo.path if repo else ".")
-    code = await pipeline.run_process(svc, pool, job, task, command, cwd=cwd)
+    code = await stages.run_process(svc, job, task, command, cwd=cwd)
     if code is not None:
-        await pipeline.settle(svc, job, task.id, exit_code=code, error=None)
+        await stages.settle(svc, job, task.id, exit_code=code, error=None)

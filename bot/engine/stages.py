@@ -1,5 +1,5 @@
-"""Running one claimed job: re-check, then the agent stage (worktree, process, push) or
-the built-in merge/deploy step, then settle the outcome with a compare-and-set."""
+"""The agent stages (worktree, process, push) and settling a job's outcome with a
+compare-and-set: advance, retry with backoff, or block."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
@@ -24,40 +23,10 @@ from state.machine import Trigger, decide
 from state.models import AGENT_STAGES, Job, JobStatus, Stage, StopStatus, Task
 from state.store import add_event, get_task, update_task
 
-if TYPE_CHECKING:
-    from bot.engine.workers import WorkerPool
-
 log = logging.getLogger(__name__)
 
 
-async def execute(svc: Services, pool: WorkerPool, job: Job) -> None:
-    """Run a claimed job, unless a stop (or anything else) got there first."""
-    task = await svc.store.run_read(_still_runnable, job)
-    if task is None:
-        log.info("job not started: task stopping or job taken", extra={"job": job.id})
-        return
-    if job.stage in {s.value for s in AGENT_STAGES}:
-        await run_agent_stage(svc, pool, job, task)
-    elif job.stage == Stage.MERGE.value:
-        from bot.engine import merging
-
-        await merging.run_merge(svc, job, task)
-    elif job.stage == Stage.DEPLOY.value:
-        from bot.engine import merging
-
-        await merging.run_deploy(svc, pool, job, task)
-    else:
-        await svc.store.run(
-            jobs.finish_job,
-            job.id,
-            job.run_id or "",
-            JobStatus.FAILED,
-            svc.clock.now(),
-            error=f"unknown stage {job.stage}",
-        )
-
-
-def _still_runnable(conn: Connection, job: Job) -> Task | None:
+def still_runnable(conn: Connection, job: Job) -> Task | None:
     # The re-check right before spawning: a stop may have landed since the claim.
     current = jobs.get_job(conn, job.id)
     task = get_task(conn, job.task_id)
@@ -71,7 +40,7 @@ def _still_runnable(conn: Connection, job: Job) -> Task | None:
 # -- agent stages --------------------------------------------------------------------------
 
 
-async def run_agent_stage(svc: Services, pool: WorkerPool, job: Job, task: Task) -> None:
+async def run_agent_stage(svc: Services, job: Job, task: Task) -> None:
     """Worktree, agent process, push; then advance, retry or block."""
     try:
         made = await ensure_worktree(svc, task)
@@ -79,7 +48,7 @@ async def run_agent_stage(svc: Services, pool: WorkerPool, job: Job, task: Task)
         await settle(svc, job, task.id, exit_code=None, error=f"worktree: {exc}")
         return
     # Making the worktree takes a while (fetch, checkout): re-check right before spawning.
-    current = None if made is None else await svc.store.run_read(_still_runnable, job)
+    current = None if made is None else await svc.store.run_read(still_runnable, job)
     if current is None:
         log.info("job not started: stopped while its worktree was made", extra={"job": job.id})
         return  # the reset settles the job
@@ -88,7 +57,7 @@ async def run_agent_stage(svc: Services, pool: WorkerPool, job: Job, task: Task)
     if not command:
         await settle(svc, job, task.id, exit_code=0, error=None)
         return
-    code = await run_process(svc, pool, job, task, command, cwd=task.worktree_path or ".")
+    code = await run_process(svc, job, task, command, cwd=task.worktree_path or ".")
     if code is not None:
         await settle(svc, job, task.id, exit_code=code, error=None)
 
@@ -154,9 +123,7 @@ def agent_env(svc: Services, job: Job, task: Task, cwd: str) -> dict[str, str]:
     }
 
 
-async def run_process(
-    svc: Services, pool: WorkerPool, job: Job, task: Task, command: str, *, cwd: str
-) -> int | None:
+async def run_process(svc: Services, job: Job, task: Task, command: str, *, cwd: str) -> int | None:
     """Spawn, record, wait with heartbeats; None when the job was taken away (a stop)."""
     log_path = svc.logs_dir(task.key) / f"{job.id}.log"
     try:
@@ -166,7 +133,7 @@ async def run_process(
     except IntegrationError as exc:
         await settle(svc, job, task.id, exit_code=None, error=str(exc))
         return None
-    pool.register(job, task.id, proc)
+    svc.agents.register(job, task.id, proc)
     try:
         recorded = await svc.store.run(
             jobs.record_process,
@@ -182,7 +149,7 @@ async def run_process(
             return None
         return await _wait(svc, job, proc)
     finally:
-        pool.unregister(job.id)
+        svc.agents.unregister(job.id)
 
 
 async def _wait(svc: Services, job: Job, proc: AgentProcess) -> int | None:
@@ -339,11 +306,3 @@ def retry_or_block(
     blocked = update_task(conn, task, now, **decision.changes)
     add_event(conn, task.id, "blocked", now, stage=job.stage, reason=reason)
     return blocked
-
-
-async def settle_crash(svc: Services, job: Job) -> None:
-    """A job whose runner raised: count it as a failed attempt."""
-    try:
-        await settle(svc, job, job.task_id, exit_code=None, error="internal error; see the log")
-    except Exception:
-        log.exception("could not settle a crashed job", extra={"job": job.id})

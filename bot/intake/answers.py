@@ -17,6 +17,9 @@ class Answer:
     task_id: int | None = None
     stop_id: str | None = None
 
+    def with_stop(self, stop_id: str | None) -> Answer:
+        return Answer(self.outcome, self.task, self.reason, self.task_id, stop_id)
+
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"outcome": self.outcome, "task": self.task}
         if self.reason:

@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from bot.intake.answers import Answer
 from bot.services import Services
 from bot.stopplane import notify as reset_notify
 from bot.stopplane import reset as resetsteps
@@ -34,17 +33,6 @@ class StopResult:
     task_id: int
     stop_id: str | None = None
     new: bool = False
-
-    def as_answer(self) -> Answer:
-        if self.outcome == "noop_already_terminal":
-            return Answer(
-                "ignored",
-                task=self.task,
-                reason="already_terminal",
-                task_id=self.task_id,
-                stop_id=self.stop_id,
-            )
-        return Answer(self.outcome, task=self.task, task_id=self.task_id, stop_id=self.stop_id)
 
 
 def task_facts(conn: Connection, task: Task) -> Facts:
@@ -80,15 +68,12 @@ def after_decision(svc: Services, result: StopResult, correlation: str | None) -
             "delivery": correlation,
         },
     )
-    metrics = svc.extras.get("metrics")
-    if metrics is not None and (result.new or result.outcome == "noop_already_terminal"):
-        metrics.stop_requested(result.outcome)
+    if svc.metrics is not None and (result.new or result.outcome == "noop_already_terminal"):
+        svc.metrics.stop_requested(result.outcome)
     if result.new and result.outcome == "stop_requested" and result.stop_id:
-        svc.extras.setdefault("stop_started", {})[result.stop_id] = svc.clock.monotonic()
-        pool = svc.extras.get("workers")
-        if pool is not None:  # the intent is durable: ask the agents to exit right away
-            asked = pool.request_exit(result.task_id)
-            svc.extras.setdefault("asked_to_exit", {})[result.stop_id] = asked
+        svc.stop_timings.started[result.stop_id] = svc.clock.monotonic()
+        # The intent is durable: ask this server's agents to exit right away.
+        svc.stop_timings.asked_to_exit[result.stop_id] = svc.agents.request_exit(result.task_id)
         launch_reset(svc, result.stop_id)
     elif result.new and result.outcome == "stop_deferred" and result.stop_id:
         svc.launch(
@@ -98,7 +83,7 @@ def after_decision(svc: Services, result: StopResult, correlation: str | None) -
 
 def launch_reset(svc: Services, stop_id: str) -> None:
     """Run the reset behind the answer, once per process per stop."""
-    active: set[str] = svc.extras.setdefault("resets", set())
+    active = svc.resets
     if stop_id in active:
         return
     active.add(stop_id)

@@ -3,12 +3,11 @@ tracker failure is logged and never breaks a stop."""
 
 from __future__ import annotations
 
-import html
 import logging
 from typing import Any
 
 from bot.services import Services
-from integrations.trackers.base import IssueRef
+from integrations.trackers.base import Notice, TicketRef
 from state import stops
 from state.models import StopRecord, Task
 from state.store import get_task, original_key
@@ -29,7 +28,7 @@ def reset_counts(steps: dict[str, Any]) -> dict[str, Any]:
 async def notify(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
     """One comment on the ticket; a failure is logged, never breaks the stop."""
     steps = stops.stop_steps(rec)
-    return {"posted": await _comment(svc, task, _summary_html(task, steps))}
+    return {"posted": await _comment(svc, task, _summary(task, steps, rec.id))}
 
 
 async def notify_deferred(svc: Services, stop_id: str) -> None:
@@ -40,23 +39,30 @@ async def notify_deferred(svc: Services, stop_id: str) -> None:
     task = await svc.store.run_read(get_task, rec.task_id)
     if task is None:
         return
-    text = (
-        f"<p>conveyor: STOP received for <b>{html.escape(original_key(task.key))}</b> during "
-        f"its {html.escape(rec.window or 'merge')} step; it will be applied as soon as that "
-        "step has finished (merged code stays on the default branch).</p>"
+    notice = Notice(
+        headline=(
+            f"conveyor: STOP received for {original_key(task.key)} during its "
+            f"{rec.window or 'merge'} step; it will be applied as soon as that step has "
+            "finished (merged code stays on the default branch)."
+        ),
+        marker=f"conveyor:stop-deferred:{stop_id}",
     )
     if await svc.store.run(lambda c: stops.update_stop(c, stop_id, notified_at=svc.clock.now())):
-        await _comment(svc, task, text)
+        await _comment(svc, task, notice)
 
 
-async def _comment(svc: Services, task: Task, text: str) -> bool:
-    if svc.tracker is None:
+async def _comment(svc: Services, task: Task, notice: Notice) -> bool:
+    tracker = svc.tracker(task.tracker)
+    if tracker is None or not tracker.has_api:
         return False
-    issue = IssueRef(
-        tracker=task.tracker, issue_id=original_key(task.issue_id), project_id=task.project_id
+    ref = TicketRef(
+        tracker=task.tracker,
+        project=task.project_id or "",
+        issue_id=original_key(task.issue_id),
+        key=original_key(task.key),
     )
     try:
-        await svc.tracker.comment(issue, text)
+        await tracker.comment(ref, notice)
         return True
     except Exception as exc:  # a tracker failure must never break a stop
         log.warning(
@@ -65,15 +71,17 @@ async def _comment(svc: Services, task: Task, text: str) -> bool:
         return False
 
 
-def _summary_html(task: Task, steps: dict[str, Any]) -> str:
+def _summary(task: Task, steps: dict[str, Any], stop_id: str) -> Notice:
     counts = reset_counts(steps)
     how = "forced (SIGKILL)" if steps.get("processes", {}).get("forced") else "graceful"
-    branch = html.escape(task.branch or "-")
-    return (
-        f"<p>conveyor stopped <b>{html.escape(original_key(task.key))}</b> ({how}).</p><ul>"
-        f"<li>processes stopped: {counts['processes_stopped']}</li>"
-        f"<li>jobs cancelled: {counts['jobs_cancelled']}</li>"
-        f"<li>worktree removed: {'yes' if counts['worktree_removed'] else 'no'}</li>"
-        f"<li>branch {branch} deleted: {'yes' if counts['branch_deleted'] else 'no'}</li>"
-        "</ul><p>Move the ticket to the start status to begin again from scratch.</p>"
+    return Notice(
+        headline=f"conveyor stopped {original_key(task.key)} ({how}).",
+        items=(
+            f"processes stopped: {counts['processes_stopped']}",
+            f"jobs cancelled: {counts['jobs_cancelled']}",
+            f"worktree removed: {'yes' if counts['worktree_removed'] else 'no'}",
+            f"branch {task.branch or '-'} deleted: {'yes' if counts['branch_deleted'] else 'no'}",
+        ),
+        closing="Move the ticket to the start status to begin again from scratch.",
+        marker=f"conveyor:stop:{stop_id}",
     )

@@ -98,15 +98,14 @@ async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str
     summary = _summarise(list(reports))
     # Agents that left on the SIGTERM sent right after the intent committed were gone by
     # the time this step looked: they still count as stopped.
-    asked = svc.extras.get("asked_to_exit", {}).pop(rec.id, 0)
+    asked = svc.stop_timings.asked_to_exit.pop(rec.id, 0)
     summary["processes"] = max(summary["processes"], asked)
     return summary
 
 
 async def _stop_job(svc: Services, job: Job, grace: float) -> StopReport:
     ref = ProcessRef(pid=job.pid or 0, pgid=job.pgid or 0, start_time=job.proc_start_time or 0)
-    pool = svc.extras.get("workers")
-    reap = pool.reaper_for(job.id) if pool is not None else None
+    reap = svc.agents.reaper_for(job.id)
     report = await stop_process_group(ref, grace, reap=reap)
     log.info(
         "process group stopped",
@@ -140,10 +139,9 @@ def _summarise(reports: list[StopReport]) -> dict[str, Any]:
 
 
 def _observe_group_empty(svc: Services, rec: StopRecord) -> None:
-    metrics = svc.extras.get("metrics")
-    started = svc.extras.get("stop_started", {}).get(rec.id)
-    if metrics is not None and started is not None:
-        metrics.stop_group_empty(svc.clock.monotonic() - started)
+    started = svc.stop_timings.started.get(rec.id)
+    if svc.metrics is not None and started is not None:
+        svc.metrics.stop_group_empty(svc.clock.monotonic() - started)
 
 
 # -- steps 3 and 4: jobs and lease ---------------------------------------------------------
@@ -159,10 +157,7 @@ async def cancel_jobs(svc: Services, rec: StopRecord, task: Task) -> dict[str, A
 async def _stop_late_starters(svc: Services, task: Task) -> int:
     # A worker that spawned between step 2's read and the cancel above sees its job
     # cancelled on its next check; stopping it here makes the reset not wait for that.
-    pool = svc.extras.get("workers")
-    if pool is None:
-        return 0
-    refs = pool.live_processes_of_task(task.id)
+    refs = svc.agents.live_processes_of_task(task.id)
     reports = await asyncio.gather(
         *(stop_process_group(ref, svc.settings.stop.grace_seconds, reap=reap) for ref, reap in refs)
     )
@@ -260,10 +255,11 @@ def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
 
 
 def _observe_terminal(svc: Services, rec: StopRecord, outcome: str) -> None:
-    metrics = svc.extras.get("metrics")
-    started = svc.extras.get("stop_started", {}).pop(rec.id, None)
-    if metrics is not None:
-        metrics.stop_finished(outcome, None if started is None else svc.clock.monotonic() - started)
+    started = svc.stop_timings.started.pop(rec.id, None)
+    if svc.metrics is not None:
+        svc.metrics.stop_finished(
+            outcome, None if started is None else svc.clock.monotonic() - started
+        )
 
 
 def _apply(conn: Any, fn: Callable[[Any, Task], Task], task_id: int) -> Task:

@@ -19,7 +19,7 @@ import pytest
 
 from bench.common import to_toml
 from integrations.processes import processes_with_env
-from integrations.trackers.plane import sign
+from integrations.trackers.plane.webhook import sign
 from tests.acceptance.test_serve import free_port, wait_for
 from tests.gitrepo import make_repo
 from tests.harness import (

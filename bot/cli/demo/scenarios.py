@@ -20,8 +20,9 @@ from bot.cli.demo import repo as demo_repo
 from bot.cli.demo.account import Claim
 from bot.cli.demo.repo import DemoError, DemoRepo
 from bot.cli.remote import Reply, ServerClient, ref_path
-from bot.plane_delivery import Ticket, build_delivery, describe_answer
+from bot.cli.senders import describe_answer, plane_delivery
 from bot.settings import Settings
+from integrations.trackers.plane.payloads import Ticket
 
 PROJECT = "0d3c6a52-5d0e-4c4e-9d51-0a9f3c1b7e21"  # the demo's Plane project
 KEY = "DEMO-1"
@@ -122,7 +123,7 @@ def _start(demo: Run) -> None:
 
 def _send(demo: Run, state: str) -> Reply:
     ticket = Ticket(key=KEY, state=state, project_id=PROJECT, actor="demo", title="Demo ticket")
-    delivery = build_delivery(demo.settings, ticket, datetime.now(UTC), uuid.uuid4().hex)
+    delivery = plane_delivery(demo.settings, ticket, datetime.now(UTC), uuid.uuid4().hex)
     return demo.http.post("/webhooks/plane", content=delivery.body, headers=delivery.headers)
 
 

@@ -8,14 +8,14 @@ Plane's payloads, and the tests need no server. Protocol facts: TRACKERS.md (Pla
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from integrations.errors import IntegrationError
+from integrations.trackers.base import BadPayload
+from integrations.trackers.signing import hmac_sha256_hex, signature_matches
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -36,7 +36,11 @@ _V2_ISSUE_EVENT = re.compile(
 )
 
 
-class PayloadError(IntegrationError):
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+MAX_SEQUENCE_ID = 999_999_999
+
+
+class PayloadError(BadPayload):
     """The body is not a Plane webhook conveyor can read; the message says what is wrong."""
 
 
@@ -66,20 +70,19 @@ class PlaneEvent:
     actor_name: str | None
     updated_at: str | None
     dedup_key: str
+    description_html: str = ""
+    labels: tuple[str, ...] = ()
 
 
 def sign(secret: str, body: bytes) -> str:
     """Return Plane's ``X-Plane-Signature`` for body: lowercase hex HMAC-SHA256."""
-    return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(secret, body)
 
 
 def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
     """Check ``X-Plane-Signature`` over the raw body, in constant time."""
     # An empty secret never verifies: an unconfigured webhook is refused, never open.
-    if not secret or not signature or not signature.strip():
-        return False
-    given = signature.strip().lower().encode("utf-8", "replace")
-    return hmac.compare_digest(sign(secret, body).encode("ascii"), given)
+    return signature_matches(secret, body, signature)
 
 
 def task_key(identifier: str | None, sequence_id: int | None, issue_id: str) -> str:
@@ -121,6 +124,8 @@ def _load(body: bytes) -> dict[str, Any]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError("body is not JSON") from exc
+    except RecursionError:
+        raise PayloadError("body is nested too deeply to be a Plane event") from None
     if not isinstance(payload, dict):
         raise PayloadError("body is not a JSON object")
     return payload
@@ -185,7 +190,7 @@ def _event(
         version=version,
         issue_id=issue_id,
         project_id=_project_id(record),
-        sequence_id=_int_or_none(record.get("sequence_id")),
+        sequence_id=_sequence_id(record.get("sequence_id")),
         title=_text_or_none(record.get("name")) or "",
         field=field,
         state_id=state_id,
@@ -195,6 +200,8 @@ def _event(
         actor_name=actor_name,
         updated_at=_text_or_none(record.get("updated_at")),
         dedup_key=dedup_key,
+        description_html=_text_or_none(record.get("description_html")) or "",
+        labels=_label_names(record.get("labels")),
     )
 
 
@@ -288,7 +295,15 @@ def _require(
     if missing:
         raise PayloadError(f"missing fields: {', '.join(missing)}")
     assert issue_id is not None  # narrowed: "data.id" would be missing otherwise
+    for name, value in (("data.id", issue_id), ("data.project", project_id)):
+        if value is not None and not _UUID.match(value):
+            raise PayloadError(f"field {name} is not a Plane id (a UUID), got {_shown(value)}")
     return issue_id
+
+
+def _shown(value: str) -> str:
+    """A bounded, printable rendering of a value for an error message."""
+    return repr(value[:40] + ("…" if len(value) > 40 else ""))
 
 
 def _actor(
@@ -361,11 +376,23 @@ def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool):
+def _sequence_id(value: Any) -> int | None:
+    """Plane's ticket number, or None when absent; PayloadError when it is not one."""
+    if value is None:
         return None
-    if isinstance(value, int):
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SEQUENCE_ID:
         return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+    raise PayloadError(f"field data.sequence_id must be a whole number from 1 to {MAX_SEQUENCE_ID}")
+
+
+def _label_names(value: Any) -> tuple[str, ...]:
+    """Label names where Plane expanded them (``{id, name, color}``); bare ids are skipped."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        item["name"][:100]
+        for item in value
+        if isinstance(item, dict) and _text_or_none(item.get("name"))
+    )

@@ -1,4 +1,4 @@
-"""Plane's REST API over httpx: the real Tracker adapter, and small caches in front of it.
+"""Plane's REST API over httpx, and small caches in front of it.
 
 The ``httpx.AsyncClient`` is made in the app's lifespan and handed in; ``sleep`` and
 ``clock`` are ports too, so retries and rate limits are tested without waiting.
@@ -7,18 +7,16 @@ The ``httpx.AsyncClient`` is made in the app's lifespan and handed in; ``sleep``
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
-from integrations.trackers.base import IssueRef, TrackerError
+from integrations.trackers.base import TrackerError
+from integrations.trackers.http_api import JsonApi, segment
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ class PlaneState:
 
 
 class PlaneClient:
-    """Tracker for Plane: ``X-API-Key`` auth, retries on 429/5xx/transport errors."""
+    """Plane's REST API: ``X-API-Key`` auth, retries on 429/5xx/transport errors."""
 
     def __init__(
         self,
@@ -59,22 +57,27 @@ class PlaneClient:
         max_attempts: int = 4,
         clock: Clock = time.time,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        self._http = http
+        self._prefix = f"/api/v1/workspaces/{segment(workspace)}"
         self._base_url = base_url.rstrip("/")
-        self._prefix = f"/api/v1/workspaces/{_segment(workspace)}"
-        self._api_key = api_key
-        self._sleep = sleep
-        self._max_attempts = max_attempts
-        self._clock = clock
+        self.api = JsonApi(
+            http,
+            name="Plane",
+            base_url=base_url,
+            headers={"X-API-Key": api_key},
+            secrets=[api_key],
+            hints=_HINTS,
+            sleep=sleep,
+            clock=clock,
+            max_attempts=max_attempts,
+            max_wait_seconds=MAX_RATE_LIMIT_WAIT_SECONDS,
+        )
 
     def __repr__(self) -> str:
         return f"PlaneClient({self._base_url + self._prefix!r})"  # never the API key
 
     async def list_states(self, project_id: str) -> list[PlaneState]:
         """Every state of the project, following Plane's cursor pagination."""
-        path = f"/projects/{_segment(project_id)}/states/"
+        path = f"/projects/{segment(project_id)}/states/"
         states: list[PlaneState] = []
         params: dict[str, str] = {}
         for _ in range(_MAX_STATE_PAGES):
@@ -92,119 +95,54 @@ class PlaneClient:
 
     async def project_identifier(self, project_id: str) -> str | None:
         """The project's short identifier (``PROJ`` in ``PROJ-42``), if it has one."""
-        project = await self._get_json(f"/projects/{_segment(project_id)}/", {})
+        project = await self._get_json(f"/projects/{segment(project_id)}/", {})
         identifier = project.get("identifier") if isinstance(project, dict) else None
         return identifier if isinstance(identifier, str) and identifier else None
 
     async def get_issue(self, project_id: str, issue_id: str) -> dict[str, Any]:
-        path = f"/projects/{_segment(project_id)}/work-items/{_segment(issue_id)}/"
+        path = f"/projects/{segment(project_id)}/work-items/{segment(issue_id)}/"
         issue = await self._get_json(path, {"expand": "state"})
         if not isinstance(issue, dict):
             raise TrackerError(f"Plane GET {self._prefix}{path}: answer is not a work item")
         return issue
 
-    async def comment(self, issue: IssueRef, html: str) -> None:
+    async def work_items_page(
+        self, project_id: str, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the project's work items, newest change first, and the next cursor."""
+        path = f"/projects/{segment(project_id)}/work-items/"
+        params = {"order_by": "-updated_at", "per_page": "100", "expand": "state"}
+        if cursor:
+            params["cursor"] = cursor
+        page = await self._get_json(path, params)
+        if isinstance(page, list):
+            return [item for item in page if isinstance(item, dict)], None
+        results = page.get("results") if isinstance(page, dict) else None
+        if not isinstance(results, list):
+            raise TrackerError(f"Plane GET {self._prefix}{path}: answer has no list of results")
+        following = page.get("next_cursor")
+        more = page.get("next_page_results") and isinstance(following, str) and following
+        return [item for item in results if isinstance(item, dict)], following if more else None
+
+    async def comment(self, project_id: str, issue_id: str, html: str) -> None:
         body = {"comment_html": html, "access": "INTERNAL"}
-        await self._request("POST", f"{self._issue_path(issue)}comments/", json=body)
+        await self._request("POST", f"{self._issue_path(project_id, issue_id)}comments/", json=body)
 
-    async def set_state(self, issue: IssueRef, state_id: str) -> None:
-        await self._request("PATCH", self._issue_path(issue), json={"state": state_id})
-
-    def _issue_path(self, issue: IssueRef) -> str:
-        if issue.tracker != "plane":
-            raise TrackerError(f"issue {issue.issue_id} belongs to {issue.tracker}, not plane")
-        if not issue.project_id:
-            raise TrackerError(f"issue {issue.issue_id} has no Plane project id; cannot reach it")
-        project, item = _segment(issue.project_id), _segment(issue.issue_id)
-        return f"/projects/{project}/work-items/{item}/"
-
-    async def _get_json(self, path: str, params: dict[str, str]) -> Any:
-        response = await self._request("GET", path, params=params)
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise TrackerError(f"Plane GET {self._prefix}{path}: answer is not JSON") from exc
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        json: dict[str, Any] | None = None,
-    ) -> httpx.Response:
-        """Send with retries; a 2xx response, or TrackerError saying what went wrong."""
-        path = self._prefix + path
-        failure = ""
-        for attempt in range(1, self._max_attempts + 1):
-            outcome = await self._attempt(method, path, attempt, params=params, json=json)
-            if isinstance(outcome, httpx.Response):
-                return outcome
-            failure, delay = outcome
-            if attempt < self._max_attempts:
-                _log_retry(method, path, attempt, delay, failure)
-                await self._sleep(delay)
-        raise TrackerError(
-            f"Plane {method} {path} failed after {self._max_attempts} attempts: {failure}"
+    async def set_state(self, project_id: str, issue_id: str, state_id: str) -> None:
+        await self._request(
+            "PATCH", self._issue_path(project_id, issue_id), json={"state": state_id}
         )
 
-    async def _attempt(
-        self,
-        method: str,
-        path: str,
-        attempt: int,
-        *,
-        params: dict[str, str] | None,
-        json: dict[str, Any] | None,
-    ) -> httpx.Response | tuple[str, float]:
-        """One try: the response, or (what failed, how long to wait) when worth retrying."""
-        headers = {"X-API-Key": self._api_key, "Accept": "application/json"}
-        url = self._base_url + path
-        try:
-            response = await self._http.request(
-                method, url, params=params, json=json, headers=headers
-            )
-        except httpx.TransportError as exc:
-            return self._scrub(f"{type(exc).__name__}: {exc}"), _backoff(attempt)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            detail = self._scrub(f"{type(exc).__name__}: {exc}")
-            raise TrackerError(f"Plane {method} {path} could not be sent: {detail}") from exc
-        if response.is_success:
-            return response
-        failure = f"HTTP {response.status_code} {self._reason(response)}"
-        if response.status_code == 429:
-            return failure, self._rate_limit_wait(response, attempt)
-        if response.status_code >= 500:
-            return failure, _backoff(attempt)
-        hint = _HINTS.get(response.status_code, "")
-        raise TrackerError(f"Plane answered {method} {path} with {failure}{hint}")
+    def _issue_path(self, project_id: str | None, issue_id: str) -> str:
+        if not project_id:
+            raise TrackerError(f"issue {issue_id} has no Plane project id; cannot reach it")
+        return f"/projects/{segment(project_id)}/work-items/{segment(issue_id)}/"
 
-    def _rate_limit_wait(self, response: httpx.Response, attempt: int) -> float:
-        """Seconds Plane asks us to wait (Retry-After, else X-RateLimit-Reset), capped."""
-        wait = _retry_after(response.headers.get("Retry-After"), self._clock())
-        if wait is None:
-            wait = _seconds_until(response.headers.get("X-RateLimit-Reset"), self._clock())
-        if wait is None or not math.isfinite(wait):
-            wait = _backoff(attempt)
-        return min(max(wait, 0.0), MAX_RATE_LIMIT_WAIT_SECONDS)
+    async def _get_json(self, path: str, params: dict[str, str]) -> Any:
+        return await self.api.get_json(self._prefix + path, params)
 
-    def _reason(self, response: httpx.Response) -> str:
-        """A short reason from Plane's error body (``error``/``detail``), else the phrase."""
-        reason = response.reason_phrase
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            for key in ("error", "detail", "message"):
-                if isinstance(body.get(key), str) and body[key]:
-                    reason = f"{reason}: {body[key]}"
-                    break
-        return self._scrub(reason[:_REASON_CHARS])
-
-    def _scrub(self, text: str) -> str:
-        # An error body or transport message may echo a header back: never pass the key on.
-        return text.replace(self._api_key, "[api key]") if self._api_key else text
+    async def _request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+        return await self.api.request(method, self._prefix + path, json=json)
 
 
 class _RefreshGate:
@@ -312,38 +250,3 @@ def _parse_state(item: Any, path: str) -> PlaneState:
     if len(texts) != 3:
         raise TrackerError(f"Plane GET {path}: a state lacks id, name or group")
     return PlaneState(id=texts[0], name=texts[1], group=texts[2])
-
-
-def _segment(value: str) -> str:
-    """One URL path segment: ids come from webhook bodies, so never let them add a path."""
-    return quote(value, safe="")
-
-
-def _backoff(attempt: int) -> float:
-    return min(_BACKOFF_BASE_SECONDS * (1 << (attempt - 1)), _BACKOFF_CAP_SECONDS)
-
-
-def _retry_after(value: str | None, now: float) -> float | None:
-    """Retry-After as delta-seconds or as an HTTP date."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp() - now
-    except (TypeError, ValueError):
-        return None
-
-
-def _seconds_until(epoch: str | None, now: float) -> float | None:
-    try:
-        return float(epoch) - now if epoch is not None else None
-    except ValueError:
-        return None
-
-
-def _log_retry(method: str, path: str, attempt: int, delay: float, failure: str) -> None:
-    context = {"method": method, "path": path, "attempt": attempt, "delay": delay}
-    logger.warning("plane request retried", extra={**context, "failure": failure})
