@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from integrations.processes import processes_with_env
-from integrations.trackers.plane.webhook import sign
 from integrations.trackers.plane.payloads import build_v1_payload
+from integrations.trackers.plane.webhook import sign
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # every server and every request of the benchmarks stays on loopback

@@ -20,8 +20,8 @@ from bot.services import Services
 from bot.settings import Settings, settings_from_dict
 from integrations.git import RepoSpec
 from integrations.trackers.fake import FakeTracker
-from integrations.trackers.plane.webhook import sign
 from integrations.trackers.plane.payloads import build_v1_payload
+from integrations.trackers.plane.webhook import sign
 from state.models import Job, Task
 from state.store import Store, find_task
 from tests.apptools import app_client

@@ -18,9 +18,9 @@ import pytest
 from sqlalchemy import Connection, update
 
 from bot.app import create_app
+from bot.engine import reaper
 from bot.services import Services
 from bot.settings import settings_from_dict
-from bot.engine import reaper
 from integrations.processes import group_alive, spawn_agent
 from state import jobs, stops
 from state.models import Job, JobStatus, NewTask, StopStatus

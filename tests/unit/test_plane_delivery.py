@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.errors import ConfigError, UsageError
 from bot.cli.senders import describe_answer
 from bot.cli.senders import plane_delivery as build_delivery
+from bot.errors import ConfigError, UsageError
 from bot.settings import Settings, settings_from_dict
 from integrations.trackers.plane import webhook as plane
 from integrations.trackers.plane.payloads import (
