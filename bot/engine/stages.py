@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from bot.engine import releasing
+from bot.engine.ticket_file import write_ticket_file
 from bot.gitops import in_repo, off_loop, repo_spec
 from bot.services import Services
 from integrations import git
@@ -110,6 +111,7 @@ def agent_env(svc: Services, job: Job, task: Task, cwd: str) -> dict[str, str]:
     """The agent process contract's environment."""
     docs = svc.docs_dir(task.key)
     docs.mkdir(parents=True, exist_ok=True)
+    ticket = write_ticket_file(docs, task)
     return {
         **os.environ,
         "CONVEYOR_TASK_ID": str(task.id),
@@ -119,7 +121,10 @@ def agent_env(svc: Services, job: Job, task: Task, cwd: str) -> dict[str, str]:
         "CONVEYOR_WORKTREE": task.worktree_path or cwd,
         "CONVEYOR_DOCS_DIR": str(docs),
         "CONVEYOR_ISSUE_TITLE": task.title,
+        "CONVEYOR_ISSUE_URL": task.url,
+        "CONVEYOR_TICKET_FILE": str(ticket),
         "CONVEYOR_RUN_ID": job.run_id or "",
+        **({"CONVEYOR_PR_URL": task.pr_url} if task.pr_url else {}),
     }
 
 

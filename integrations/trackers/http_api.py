@@ -31,7 +31,8 @@ _BACKOFF_BASE_SECONDS = 0.5
 _BACKOFF_CAP_SECONDS = 30.0
 _REASON_CHARS = 200
 # Epoch-seconds headers that say when a rate-limit window resets.
-_RESET_HEADERS = ("X-RateLimit-Reset", "X-Ratelimit-Reset", "X-RateLimit-Requests-Reset")
+# (Linear's reset headers are in milliseconds: its adapter reads them itself.)
+_RESET_HEADERS = ("X-RateLimit-Reset", "X-Ratelimit-Reset")
 
 
 @dataclass
@@ -122,9 +123,9 @@ class JsonApi:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             detail = self.scrub(f"{type(exc).__name__}: {exc}")
             raise TrackerError(f"{self.name} {method} {path} could not be sent: {detail}") from exc
-        if response.is_success or response.status_code in ok:
-            return response
         status = response.status_code
+        if response.is_success or (status in ok and not self.rate_limited(response)):
+            return response
         failure = f"HTTP {status} {self.reason(response)}"
         if self.rate_limited(response):
             return failure, status, self.rate_limit_wait(response, attempt), True
