@@ -134,14 +134,15 @@ def _code_block(node: Node, attrs: dict[str, Any]) -> str:
 
 
 def _table(node: Node) -> str:
-    rows = []
-    for row in _children(node):
-        cells = [plain_text(cell).replace("\n", " ").replace("|", "\\|") for cell in _children(row)]
-        rows.append("| " + " | ".join(cells) + " |")
-    if rows:
-        columns = rows[0].count(" | ") + 1
-        rows.insert(1, "|" + " --- |" * columns)
-    return "\n".join(rows)
+    rows = [[_cell(cell) for cell in _children(row)] for row in _children(node)]
+    lines = ["| " + " | ".join(cells) + " |" for cells in rows]
+    if lines:
+        lines.insert(1, "|" + " --- |" * len(rows[0]))
+    return "\n".join(lines)
+
+
+def _cell(cell: Node) -> str:
+    return plain_text(cell).replace("\n", " ").replace("|", "\\|")
 
 
 def _inline(nodes: list[Node]) -> str:
