@@ -164,8 +164,13 @@ def objects(items: list[Any]) -> list[dict[str, Any]]:
 
 
 def _items(body: Any, key: str | None) -> list[Any] | None:
-    found = body.get(key) if key is not None and isinstance(body, dict) else body
-    return found if isinstance(found, list) else None
+    if key is None:
+        return body if isinstance(body, list) else None
+    if not isinstance(body, dict):
+        return None
+    found = body.get(key)
+    # Gitea answers a commit without statuses with ``"statuses": null`` (a nil Go slice).
+    return [] if found is None else found if isinstance(found, list) else None
 
 
 def _has_next(response: httpx.Response, body: Any, count: int, seen: int, size: int) -> bool:
