@@ -46,6 +46,7 @@ async def test_start_to_done_with_merge_and_deploy(tmp_path: Path) -> None:
             "analysis.md",
             "implementation.md",
             "review.md",
+            "ticket.md",  # the ticket as the agents read it (CONVEYOR_TICKET_FILE)
         ]
         assert not Path(task.worktree_path or "").exists()  # removed when done (default)
         from state.jobs import lease_holder
