@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from integrations.processes import processes_with_env
-from integrations.trackers.plane import sign
-from integrations.trackers.plane_payloads import build_v1_payload
+from integrations.trackers.plane.payloads import build_v1_payload
+from integrations.trackers.plane.webhook import sign
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # every server and every request of the benchmarks stays on loopback
@@ -265,7 +265,7 @@ def conveyor_server(
     config = root / f"{name}.toml"
     config.write_text(to_toml(doc))
     env = child_env(token, CONVEYOR_CONFIG=str(config))
-    argv = [sys.executable, "-m", "bot.cli", "serve"]
+    argv = [sys.executable, "-m", "bot.cli.main", "serve"]
     return Server(argv, env, root, int(doc["server"]["port"]), root / f"{name}.log")
 
 

@@ -47,7 +47,7 @@ from bench.common import (  # noqa: E402
     workspace,
 )
 from bench.driver import LoadResult, drive, write_plan  # noqa: E402
-from integrations.trackers.plane import parse_event  # noqa: E402
+from integrations.trackers.plane.webhook import parse_event  # noqa: E402
 from state.schema import stop_records, tasks, webhook_deliveries  # noqa: E402
 from state.store import original_key  # noqa: E402
 

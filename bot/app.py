@@ -12,8 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 
 from bot import runtime
-from bot.http import http_exception, unexpected
-from bot.routes import health
+from bot.api import health
+from bot.api.http import http_exception, unexpected
 from bot.services import Services
 from bot.settings import Settings
 from state.db import make_engine
@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def all_routes() -> list[BaseRoute]:
-    from bot.routes import meta, plane, stop, tasks
+    from bot.api import meta, stop, tasks
+    from bot.intake import route as webhooks
 
-    return [*health.routes, *meta.routes, *plane.routes, *stop.routes, *tasks.routes]
+    return [*health.routes, *meta.routes, *webhooks.routes, *stop.routes, *tasks.routes]
 
 
 def create_app(

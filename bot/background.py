@@ -12,9 +12,11 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import finalizer, stopplane
+from bot.engine import dispatch, reaper
+from bot.engine.workers import WorkerPool, worker_prefix
 from bot.services import Services
-from bot.workers import WorkerPool, worker_prefix
+from bot.stopplane import finalizer
+from bot.stopplane import intent as stopplane
 from integrations.processes import ProcessRef, group_alive, stop_process_group
 from state import jobs, stops
 from state.models import Job, StopStatus
@@ -28,9 +30,17 @@ WATCHDOG_SECONDS = 5.0
 async def started(svc: Services) -> AsyncIterator[None]:
     """Reconcile, then run workers and the scheduler until the app stops."""
     await reconcile(svc)
-    pool = WorkerPool(svc)
-    svc.extras["workers"] = pool
-    scheduler = build_scheduler(svc)
+    pool = WorkerPool(
+        svc.settings,
+        svc.store,
+        svc.clock,
+        svc.agents,
+        svc.wake,
+        run=functools.partial(dispatch.execute, svc),
+        on_crash=functools.partial(dispatch.settle_crash, svc),
+    )
+    svc.workers = pool
+    scheduler = svc.scheduler = build_scheduler(svc)
     scheduler.start()
     await pool.start()
     try:
@@ -66,12 +76,12 @@ def build_scheduler(svc: Services) -> AsyncIOScheduler:
         ),
         (
             "conveyor.reaper",
-            finalizer.reaper_tick,
+            reaper.reaper_tick,
             max(1.0, svc.settings.workers.lease_seconds / 3),
         ),
         (
             "conveyor.watchdog",
-            finalizer.watchdog_tick,
+            reaper.watchdog_tick,
             min(WATCHDOG_SECONDS, svc.settings.workers.max_runtime_seconds / 2),
         ),
     ]

@@ -131,11 +131,7 @@ class RedactSecrets(logging.Filter):
 
 def secrets_of(settings: Settings) -> list[str]:
     """The secret values in `settings`, as they could appear in a log line."""
-    values = [
-        settings.server.admin_token.get_secret_value(),
-        settings.trackers.plane.webhook_secret.get_secret_value(),
-        settings.trackers.plane.api_key.get_secret_value(),
-    ]
+    values = settings.secrets()
     password = database_password(settings.server.database_url)
     if password:
         values += [password, quote(password, safe=""), quote_plus(password)]

@@ -18,10 +18,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, Connection, Table, func, select
 
-from bot.services import Services
+from bot.engine.agents import AgentRegistry
 from state.errors import StoreError
 from state.models import ALL_STAGES, JobStatus, StopStatus
 from state.schema import jobs, pending_cleanups, stop_records, tasks
+from state.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,9 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0)
 
 
 class Metrics:
-    """The app's metrics and the hooks that feed them (`svc.extras["metrics"]`)."""
+    """The app's metrics and the hooks that feed them (`Services.metrics`)."""
 
-    def __init__(self, svc: Services) -> None:
+    def __init__(self, store: Store, agents: AgentRegistry | None = None) -> None:
         self.registry = CollectorRegistry()
         self.deliveries = Counter(
             "conveyor_webhook_deliveries",
@@ -63,7 +64,7 @@ class Metrics:
             "conveyor_stop_terminal_seconds",
             "From a stop request to the task being terminal (cancelled).",
         )
-        self.registry.register(StoreGauges(svc))
+        self.registry.register(StoreGauges(store, agents))
         for outcome in STOP_OUTCOMES:
             self.stops.labels(outcome)  # present at 0 before the first stop
 
@@ -94,14 +95,6 @@ class Metrics:
 
 def _duration(registry: CollectorRegistry, name: str, doc: str) -> Histogram:
     return Histogram(name, doc, buckets=DURATION_BUCKETS, registry=registry)
-
-
-def install(svc: Services) -> Metrics:
-    """The app's Metrics, made on first use."""
-    metrics = svc.extras.get("metrics")
-    if not isinstance(metrics, Metrics):
-        metrics = svc.extras["metrics"] = Metrics(svc)
-    return metrics
 
 
 # -- gauges read at scrape time ----------------------------------------------------------
@@ -150,15 +143,16 @@ def _count(conn: Connection, where: ColumnElement[bool], table: Table) -> int:
 class StoreGauges(Collector):
     """Gauges from the store and the worker pool, computed on each scrape."""
 
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
+    def __init__(self, store: Store, agents: AgentRegistry | None) -> None:
+        self.store = store
+        self.agents = agents
 
     def describe(self) -> Iterable[Metric]:
         return families(Snapshot(), processes=None)
 
     def collect(self) -> Iterable[Metric]:
         try:
-            snapshot = self.svc.store.query(read_snapshot)
+            snapshot = self.store.query(read_snapshot)
         except StoreError as exc:
             # A scrape still answers (with the counters); the gauges come back with the DB.
             log.warning("metrics: store unreadable", extra={"error": str(exc)})
@@ -167,9 +161,9 @@ class StoreGauges(Collector):
 
     def _processes(self, snapshot: Snapshot) -> int:
         """This server's agent processes when it runs workers, else running jobs with a pid."""
-        pool = self.svc.extras.get("workers")
-        running = getattr(pool, "running", None)
-        return len(running) if running is not None else snapshot.running_with_pid
+        if self.agents is None:
+            return snapshot.running_with_pid
+        return len(self.agents.running)
 
 
 def families(snapshot: Snapshot, *, processes: int | None) -> list[Metric]:

@@ -1,9 +1,8 @@
-"""Start and stop what runs behind the HTTP surface: the schema, the tracker client,
-the scheduler (reaper, watchdog, finalizer) and the worker pool."""
+"""Start and stop what runs behind the HTTP surface: the schema, the trackers, the
+metrics, the scheduler (reaper, watchdog, finalizer) and the worker pool."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -11,9 +10,10 @@ from collections.abc import AsyncIterator, Callable
 import anyio.to_thread
 import httpx
 
+from bot.errors import ConfigError
 from bot.metrics import Metrics
 from bot.services import Services
-from integrations.trackers.plane_client import PlaneClient, ProjectIdentifiers, StateNames
+from bot.trackers import ADAPTERS, build_trackers
 from state.db import upgrade
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,16 @@ async def running(
     if svc.store.dialect == "sqlite":
         await anyio.to_thread.run_sync(upgrade, svc.store.engine)
     svc.data_dir.mkdir(parents=True, exist_ok=True)
-    svc.extras["wake"] = asyncio.Event()
-    svc.extras["metrics"] = Metrics(svc)
+    # Without workers, the gauge of agent processes reads the store instead.
+    svc.metrics = Metrics(svc.store, svc.agents if background else None)
     async with contextlib.AsyncExitStack() as stack:
         svc.http = await stack.enter_async_context(httpx.AsyncClient(timeout=TRACKER_TIMEOUT))
-        _open_plane(svc, svc.http)
+        settings = svc.settings
+        sections = {name: settings.tracker(name) for name in ADAPTERS}
+        svc.trackers = build_trackers(sections, svc.http, settings.projects())
         if configure is not None:
             configure(svc)
+        check_repo_trackers(svc)
         if background:
             from bot import background as bg
 
@@ -44,17 +47,12 @@ async def running(
         await svc.background_tasks_done()
 
 
-def _open_plane(svc: Services, http: httpx.AsyncClient) -> None:
-    plane = svc.settings.trackers.plane
-    if not plane.base_url:
-        return
-    client = PlaneClient(
-        http,
-        base_url=plane.base_url,
-        api_key=plane.api_key.get_secret_value(),
-        workspace=plane.workspace,
-    )
-    svc.tracker = client
-    svc.extras["plane_client"] = client
-    svc.extras["plane_states"] = StateNames(client)
-    svc.extras["plane_projects"] = ProjectIdentifiers(client)
+def check_repo_trackers(svc: Services) -> None:
+    """Every repo names a tracker the app has."""
+    for repo in svc.settings.repos:
+        if repo.tracker not in svc.trackers:
+            known = ", ".join(sorted(svc.trackers))
+            raise ConfigError(
+                f"repos.{repo.name}.tracker is {repo.tracker!r}, which is not a tracker "
+                f"conveyor knows ({known})"
+            )

@@ -1,4 +1,5 @@
-"""What the running app holds: made once in the lifespan, handed to handlers."""
+"""What the running app holds: made once in the lifespan, handed to handlers. Every
+long-lived part is a typed field here; nothing is looked up by a string."""
 
 from __future__ import annotations
 
@@ -7,16 +8,32 @@ import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from bot.clock import Clock, SystemClock
+from bot.engine.agents import AgentRegistry
 from bot.settings import RepoSettings, Settings
 from integrations.trackers.base import Tracker
 from state.store import Store
 
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from bot.engine.workers import WorkerPool
+    from bot.metrics import Metrics
+
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class StopTimings:
+    """Per stop, what this process saw of it: when its reset began (for the latency
+    histograms) and how many agents the early SIGTERM reached."""
+
+    started: dict[str, float] = field(default_factory=dict)  # stop_id -> monotonic
+    asked_to_exit: dict[str, int] = field(default_factory=dict)  # stop_id -> processes
 
 
 @dataclass
@@ -24,10 +41,16 @@ class Services:
     settings: Settings
     store: Store
     clock: Clock = field(default_factory=SystemClock)
-    tracker: Tracker | None = None
+    trackers: dict[str, Tracker] = field(default_factory=dict)  # by name: "plane", …
     http: httpx.AsyncClient | None = None
-    extras: dict[str, Any] = field(default_factory=dict)  # plane caches, scheduler, workers…
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    metrics: Metrics | None = None
+    agents: AgentRegistry = field(default_factory=AgentRegistry)
+    workers: WorkerPool | None = None
+    scheduler: AsyncIOScheduler | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # work is waiting
+    resets: set[str] = field(default_factory=set)  # stop ids whose reset runs here
+    stop_timings: StopTimings = field(default_factory=StopTimings)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # work behind answers
 
     @property
     def data_dir(self) -> Path:
@@ -72,9 +95,10 @@ class Services:
 
     def wake_workers(self) -> None:
         """Tell idle workers there is work (they also poll)."""
-        wake = self.extras.get("wake")
-        if wake is not None:
-            wake.set()
+        self.wake.set()
+
+    def tracker(self, name: str) -> Tracker | None:
+        return self.trackers.get(name)
 
     def stop_enabled_for(self, repo: str) -> bool:
         """The kill switch and the repo allowlist."""

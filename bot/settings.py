@@ -13,9 +13,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from bot.errors import ConfigError
+from bot.trackers import ADAPTERS
+from integrations.trackers.base import TrackerSettings as TrackerSection
+from integrations.trackers.plane import PlaneSettings
+
+__all__ = ["PlaneSettings", "RepoSettings", "Settings", "load_settings", "settings_from_dict"]
 
 DEFAULT_CONFIG_PATH = "conveyor.toml"
 
@@ -61,20 +74,15 @@ class StopSettings(_Section):
         return value
 
 
-class PlaneSettings(_Section):
-    webhook_secret: SecretStr = SecretStr("")
-    base_url: str = ""
-    api_key: SecretStr = SecretStr("")
-    workspace: str = ""
-    bot_actor_id: str = ""
-    start_states: list[str] = ["To Analyse"]
-    stop_states: list[str] = ["STOP"]
-    confirm_deploy_states: list[str] = ["Confirm Deploy"]
-    project_identifiers: dict[str, str] = {}  # project id -> "PROJ", saves an API lookup
+def _tracker_sections() -> type[BaseModel]:
+    """`[trackers.*]`: one section per registered adapter, each with its own model."""
+    fields: dict[str, Any] = {
+        name: (adapter.settings, adapter.settings()) for name, adapter in ADAPTERS.items()
+    }
+    return create_model("TrackerSettings", __base__=_Section, **fields)
 
 
-class TrackerSettings(_Section):
-    plane: PlaneSettings = PlaneSettings()
+TrackerSettings = _tracker_sections()
 
 
 class AgentSettings(_Section):
@@ -89,6 +97,7 @@ class RepoSettings(_Section):
     remote: str = "origin"
     default_branch: str = "main"
     protected_branches: list[str] = []
+    tracker: str = "plane"  # the tracker whose tickets this repo works
     tracker_project: str = ""
     self_hosting: bool = False
     deploy_command: str = ""
@@ -99,13 +108,40 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     workers: WorkerSettings = WorkerSettings()
     stop: StopSettings = StopSettings()
-    trackers: TrackerSettings = TrackerSettings()
+    trackers: TrackerSettings = TrackerSettings()  # type: ignore[valid-type]
     agents: AgentSettings = AgentSettings()
     repos: list[RepoSettings] = []
 
-    def repo_for_project(self, project_id: str | None) -> RepoSettings | None:
-        """The repo mapped to a tracker project, if any."""
-        return next((r for r in self.repos if project_id and r.tracker_project == project_id), None)
+    def repo_for_project(self, tracker: str, project: str | None) -> RepoSettings | None:
+        """The repo mapped to a tracker's project, if any."""
+        return next(
+            (
+                r
+                for r in self.repos
+                if project and r.tracker == tracker and r.tracker_project == project
+            ),
+            None,
+        )
+
+    def tracker(self, name: str) -> TrackerSection:
+        """The `[trackers.<name>]` section."""
+        section: TrackerSection = getattr(self.trackers, name)
+        return section
+
+    def projects(self) -> dict[str, dict[str, str]]:
+        """tracker → {tracker_project: repo name}, for the adapters."""
+        out: dict[str, dict[str, str]] = {}
+        for repo in self.repos:
+            if repo.tracker_project:
+                out.setdefault(repo.tracker, {})[repo.tracker_project] = repo.name
+        return out
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value (for redaction and the agent environment)."""
+        values = [self.server.admin_token.get_secret_value()]
+        for name in ADAPTERS:
+            values += self.tracker(name).secrets()
+        return [v for v in values if v]
 
     def repo(self, name: str) -> RepoSettings | None:
         return next((r for r in self.repos if r.name == name), None)
@@ -128,12 +164,14 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "CONVEYOR_STOP_STATUS_REPOS": ("stop", "repos"),
     "CONVEYOR_STOP_GRACE_SECONDS": ("stop", "grace_seconds"),
     "CONVEYOR_FINALIZER_INTERVAL_SECONDS": ("stop", "finalizer_interval_seconds"),
-    "CONVEYOR_PLANE_WEBHOOK_SECRET": ("trackers", "plane", "webhook_secret"),
-    "CONVEYOR_PLANE_BASE_URL": ("trackers", "plane", "base_url"),
-    "CONVEYOR_PLANE_API_KEY": ("trackers", "plane", "api_key"),
-    "CONVEYOR_PLANE_WORKSPACE": ("trackers", "plane", "workspace"),
-    "CONVEYOR_PLANE_BOT_ACTOR_ID": ("trackers", "plane", "bot_actor_id"),
 }
+ENV_OVERRIDES.update(
+    {
+        var: ("trackers", name, key)
+        for name, adapter in ADAPTERS.items()
+        for var, key in adapter.env.items()
+    }
+)
 
 
 def load_settings(env: Mapping[str, str] | None = None, path: str | Path | None = None) -> Settings:
@@ -182,7 +220,7 @@ def _hide_password(url: Any) -> Any:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
 
 
-_SECRET_KEYS = {"admin_token", "webhook_secret", "api_key"}
+_SECRET_KEYS = {"admin_token", "webhook_secret", "api_key", "token", "api_token", "read_token"}
 
 
 def describe_error(exc: ValidationError) -> str:

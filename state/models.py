@@ -89,6 +89,12 @@ class Task:
     cancelled_at: float | None = None
     done_at: float | None = None
     outcome: str | None = None
+    url: str = ""
+    description: str = ""
+    labels: str = "[]"  # JSON list of names
+    ticket_state: str | None = None
+    pr_number: int | None = None
+    pr_url: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Task:
@@ -164,4 +170,8 @@ class NewTask:
     title: str = ""
     project_id: str | None = None
     stage: Stage = Stage.ANALYSIS
+    url: str = ""
+    description: str = ""
+    labels: tuple[str, ...] = ()
+    ticket_state: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -53,6 +53,13 @@ tasks = Table(
     Column("outcome", String(64)),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The ticket as it was when the task started (0003): for the agent's ticket file.
+    Column("url", Text, nullable=False, server_default=""),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("labels", Text, nullable=False, server_default="[]"),  # JSON list of names
+    Column("ticket_state", String(200)),
+    Column("pr_number", Integer),  # pull-request mode
+    Column("pr_url", Text),
     UniqueConstraint("tracker", "issue_id"),
     Index(None, "stage"),
     Index(None, "key"),
@@ -166,6 +173,23 @@ pending_cleanups = Table(
     Column("resolved_at", Float),
     UniqueConstraint("task_id", "step"),
     Index(None, "status", "next_attempt_at"),
+)
+
+# The last state and labels conveyor saw for each ticket (webhooks and reconciliation
+# passes): "entered a start state" is an edge against this, and Gitea's full label lists
+# are diffed against it.
+tickets_seen = Table(
+    "tickets_seen",
+    metadata,
+    Column("tracker", String(32), primary_key=True),
+    Column("issue_id", String(200), primary_key=True),
+    Column("project", String(200), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("state", String(200)),
+    Column("labels", Text, nullable=False, server_default="[]"),
+    Column("signal", String(16)),
+    Column("seen_at", Float, nullable=False),
+    Column("updated_at", Float),  # the tracker's own updated_at, epoch seconds
 )
 
 # Tasks per stage and jobs per status, kept exact by triggers (migration 0002), so that

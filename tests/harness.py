@@ -19,9 +19,9 @@ from bot.app import create_app
 from bot.services import Services
 from bot.settings import Settings, settings_from_dict
 from integrations.git import RepoSpec
-from integrations.trackers.base import RecordingTracker
-from integrations.trackers.plane import sign
-from integrations.trackers.plane_payloads import build_v1_payload
+from integrations.trackers.fake import FakeTracker
+from integrations.trackers.plane.payloads import build_v1_payload
+from integrations.trackers.plane.webhook import sign
 from state.models import Job, Task
 from state.store import Store, find_task
 from tests.apptools import app_client
@@ -134,7 +134,7 @@ class Harness:
     settings: Settings
     client: httpx.AsyncClient
     svc: Services
-    tracker: RecordingTracker
+    tracker: FakeTracker
     sent: int = field(default=0)
 
     @property
@@ -222,11 +222,13 @@ async def running(
     ("stop.grace_seconds": 2), `repo_settings` go into the one [[repos]] entry."""
     repo, bare = make_repo(tmp_path, **(repo_kw or {}))
     settings = settings_from_dict(base_settings(tmp_path, repo, repo_settings, **overrides))
-    tracker = RecordingTracker()
+    tracker = FakeTracker(tracker_name="plane")
     holder: dict[str, Services] = {}
 
     def configure(svc: Services) -> None:
-        svc.tracker = tracker
+        # Plane's real webhook side in front of the fake's in-memory API side.
+        tracker.webhooks = svc.trackers["plane"]
+        svc.trackers["plane"] = tracker
         holder["svc"] = svc
 
     app = create_app(settings, configure=configure)

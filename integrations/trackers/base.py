@@ -178,6 +178,12 @@ class Notice:
 Headers = Mapping[str, str]
 
 
+def header(headers: Headers, name: str) -> str | None:
+    """A header's value by case-insensitive name (a plain dict of headers is fine too)."""
+    lowered = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == lowered), None)
+
+
 class Tracker(Protocol):
     """One tracker: verify and read its webhooks (no I/O), and talk to its API."""
 

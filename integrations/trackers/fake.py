@@ -30,6 +30,7 @@ from integrations.trackers.base import (
     Tracker,
     TrackerError,
     TrackerEvent,
+    header,
 )
 from integrations.trackers.signing import hmac_sha256_hex, signature_matches
 
@@ -120,7 +121,7 @@ class FakeTracker:
         if self.webhooks is not None:
             self.webhooks.verify(headers, body, now=now)
             return
-        if not signature_matches(self.secret, body, _header(headers, SIGNATURE_HEADER)):
+        if not signature_matches(self.secret, body, header(headers, SIGNATURE_HEADER)):
             raise BadSignature(f"{SIGNATURE_HEADER} is missing or does not match the body")
 
     def parse(self, headers: Headers, body: bytes) -> TrackerEvent:
@@ -261,18 +262,13 @@ class FakeTracker:
         state = raw.get("state") if isinstance(raw.get("state"), str) else None
         return Ticket(
             ref=ref,
-            title=raw.get("title") if isinstance(raw.get("title"), str) else "",
-            description=raw.get("description") if isinstance(raw.get("description"), str) else "",
-            url=raw.get("url") if isinstance(raw.get("url"), str) else "",
+            title=_optional_text(raw, "title"),
+            description=_optional_text(raw, "description"),
+            url=_optional_text(raw, "url"),
             state=state,
             labels=tuple(labels),
             signal=self.vocabulary.signal(state) or self.vocabulary.signal_for_labels(labels),
         )
-
-
-def _header(headers: Headers, name: str) -> str | None:
-    lowered = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == lowered), None)
 
 
 def _load(body: bytes) -> dict[str, Any]:
@@ -283,6 +279,11 @@ def _load(body: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise BadPayload("body is not a JSON object")
     return doc
+
+
+def _optional_text(doc: dict[str, Any], name: str) -> str:
+    value = doc.get(name)
+    return value if isinstance(value, str) else ""
 
 
 def _text(doc: dict[str, Any], name: str) -> str:

@@ -31,7 +31,8 @@ _BACKOFF_BASE_SECONDS = 0.5
 _BACKOFF_CAP_SECONDS = 30.0
 _REASON_CHARS = 200
 # Epoch-seconds headers that say when a rate-limit window resets.
-_RESET_HEADERS = ("X-RateLimit-Reset", "X-Ratelimit-Reset", "X-RateLimit-Requests-Reset")
+# (Linear's reset headers are in milliseconds: its adapter reads them itself.)
+_RESET_HEADERS = ("X-RateLimit-Reset", "X-Ratelimit-Reset")
 
 
 @dataclass
@@ -47,8 +48,8 @@ class JsonApi:
     sleep: Sleep = asyncio.sleep
     clock: Clock = time.time
     max_attempts: int = 4
-    # A rate limit asking to wait longer than this is not slept through: the caller gets
-    # TrackerError with retry_after (reconciliation backs off; a stop never waits long).
+    # Never sleep longer than this on one rate limit: the caller is usually a webhook,
+    # a stop or a reconciliation pass. The error, if it comes to one, carries the full wait.
     max_wait_seconds: float = 60.0
     rate_limited: Callable[[httpx.Response], bool] = lambda response: response.status_code == 429
 
@@ -82,20 +83,20 @@ class JsonApi:
     ) -> httpx.Response:
         """Send with retries; a 2xx response (or one whose status is in ``ok``), else
         TrackerError saying what went wrong."""
-        failure, status, wait = "", None, None
+        failure, status, wait, limited = "", None, 0.0, False
         for attempt in range(1, self.max_attempts + 1):
             outcome = await self._attempt(method, path, attempt, params, json, headers, ok)
             if isinstance(outcome, httpx.Response):
                 return outcome
-            failure, status, delay = outcome
-            if delay > self.max_wait_seconds:
-                wait = delay
-                break
+            failure, status, wait, limited = outcome
             if attempt < self.max_attempts:
+                delay = min(wait, self.max_wait_seconds)
                 _log_retry(self.name, method, path, attempt, delay, failure)
                 await self.sleep(delay)
         raise TrackerError(
-            f"{self.name} {method} {path} failed: {failure}", status=status, retry_after=wait
+            f"{self.name} {method} {path} failed after {self.max_attempts} attempts: {failure}",
+            status=status,
+            retry_after=wait if limited else None,
         )
 
     async def _attempt(
@@ -107,8 +108,8 @@ class JsonApi:
         json: Any,
         headers: Mapping[str, str] | None,
         ok: Sequence[int],
-    ) -> httpx.Response | tuple[str, int | None, float]:
-        """One try: the response, or (what failed, status, how long to wait) to retry."""
+    ) -> httpx.Response | tuple[str, int | None, float, bool]:
+        """One try: the response, or (what failed, status, how long to wait, rate limited)."""
         try:
             response = await self.http.request(
                 method,
@@ -118,18 +119,18 @@ class JsonApi:
                 headers={"Accept": "application/json", **self.headers, **(headers or {})},
             )
         except httpx.TransportError as exc:
-            return self.scrub(f"{type(exc).__name__}: {exc}"), None, backoff(attempt)
+            return self.scrub(f"{type(exc).__name__}: {exc}"), None, backoff(attempt), False
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             detail = self.scrub(f"{type(exc).__name__}: {exc}")
             raise TrackerError(f"{self.name} {method} {path} could not be sent: {detail}") from exc
-        if response.is_success or response.status_code in ok:
-            return response
         status = response.status_code
+        if response.is_success or (status in ok and not self.rate_limited(response)):
+            return response
         failure = f"HTTP {status} {self.reason(response)}"
         if self.rate_limited(response):
-            return failure, status, self.rate_limit_wait(response, attempt)
+            return failure, status, self.rate_limit_wait(response, attempt), True
         if status >= 500:
-            return failure, status, backoff(attempt)
+            return failure, status, backoff(attempt), False
         hint = self.hints.get(status, "")
         raise TrackerError(
             f"{self.name} answered {method} {path} with {failure}{hint}", status=status

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, select
 from bot.app import create_app
 from bot.services import Services
 from bot.settings import Settings, settings_from_dict
-from integrations.trackers import plane
+from integrations.trackers.plane import webhook as plane
 from state.schema import metadata
 from tests.apptools import app_client
 from tests.gitrepo import make_repo

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from bot.serve import serving_in_thread
 from bot.settings import settings_from_dict
 from tests.gitrepo import make_repo
@@ -320,7 +320,7 @@ def test_no_server_is_one_line(capsys: pytest.CaptureFixture[str], verb: list[st
 def test_the_script_prints_no_traceback(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "queue", "--url", url],
+        [sys.executable, "-m", "bot.cli.main", "queue", "--url", url],
         cwd=tmp_path,
         capture_output=True,
         text=True,

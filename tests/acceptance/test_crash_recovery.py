@@ -19,7 +19,7 @@ import pytest
 
 from bench.common import to_toml
 from integrations.processes import processes_with_env
-from integrations.trackers.plane import sign
+from integrations.trackers.plane.webhook import sign
 from tests.acceptance.test_serve import free_port, wait_for
 from tests.gitrepo import make_repo
 from tests.harness import (
@@ -82,7 +82,7 @@ class Server:
             env["CONVEYOR_FAILPOINT"] = failpoint
         log = open(self.tmp_path / "server.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve"],
+            [sys.executable, "-m", "bot.cli.main", "serve"],
             cwd=self.tmp_path,
             env=env,
             stdout=log,

@@ -43,7 +43,7 @@ def run_demo(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[st
     (tmp_path / "conveyor.toml").write_text("this is not TOML, and the demo must not care\n")
     env = {**os.environ, "TMPDIR": str(temp), "CONVEYOR_ADMIN_TOKEN": "from-the-env"}
     done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "demo", *args],
+        [sys.executable, "-m", "bot.cli.main", "demo", *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from bot import pipeline
 from bot.app import create_app
+from bot.engine import dispatch
+from bot.engine.workers import worker_prefix
 from bot.services import Services
 from bot.settings import settings_from_dict
-from bot.workers import WorkerPool, worker_prefix
 from integrations.processes import processes_with_env
-from integrations.trackers.base import RecordingTracker
+from integrations.trackers.fake import FakeTracker
 from state import jobs
 from state.db import make_engine, upgrade
 from state.models import Job, JobStatus, NewTask, Stage, Task
@@ -128,11 +128,12 @@ async def idle_app(tmp_path: Path, **overrides: Any) -> AsyncIterator[Harness]:
     """The real app with no workers and no scheduler: the test drives jobs by hand."""
     repo, bare = make_repo(tmp_path)
     settings = settings_from_dict(base_settings(tmp_path, repo, **overrides))
-    tracker = RecordingTracker()
+    tracker = FakeTracker(tracker_name="plane")
     holder: dict[str, Services] = {}
 
     def configure(svc: Services) -> None:
-        svc.tracker = tracker
+        tracker.webhooks = svc.trackers["plane"]
+        svc.trackers["plane"] = tracker
         holder["svc"] = svc
 
     app = create_app(settings, configure=configure, start_background=False)
@@ -358,11 +359,10 @@ async def test_stop_between_claim_and_spawn_never_starts_the_agent(
             answer = await h.send("STOP")
             assert answer.json()["outcome"] == "stop_requested"
 
-        pool = WorkerPool(h.svc)
-        await pipeline.execute(h.svc, pool, claimed)
-        await pipeline.execute(h.svc, pool, control)  # same path, no stop: it does run
+        await dispatch.execute(h.svc, claimed)
+        await dispatch.execute(h.svc, control)  # same path, no stop: it does run
 
-        assert pool.running == {}
+        assert h.svc.agents.running == {}
         logs = h.svc.data_dir / "logs"
         assert sorted(p.name for p in logs.iterdir()) == ["PROJ-43"]  # the control's only
         assert processes_with_env("CONVEYOR_RUN_ID", claimed.run_id or "") == []
@@ -390,8 +390,7 @@ async def test_stop_while_the_worktree_is_made_never_starts_the_agent(tmp_path: 
         await h.send("To Analyse")
         claimed = await h.store.run(jobs.claim_next_job, "test-worker:0", h.svc.clock.now(), 30)
         assert claimed is not None
-        pool = WorkerPool(h.svc)
-        worker = asyncio.create_task(pipeline.execute(h.svc, pool, claimed))
+        worker = asyncio.create_task(dispatch.execute(h.svc, claimed))
 
         async def in_checkout() -> bool:
             return checking_out.exists()

@@ -133,7 +133,7 @@ async def test_bad_input_is_refused_and_changes_nothing(
     before = snapshot(svc)
     payload = body if body is not None else encode(sample("v1_state_to_analyse"))
     if signature == "signed-with-another-secret":
-        from integrations.trackers.plane import sign
+        from integrations.trackers.plane.webhook import sign
 
         signature = sign("plane_wh_someone_else", payload)
     # No X-Plane-Event header: the event name must come from the (signed) body.
@@ -356,7 +356,7 @@ async def test_stop_on_a_ticket_with_no_task_is_ignored(
 ) -> None:
     client, svc = app
     answer = await deliver(client, sample("v1_state_stop"))
-    assert answer.json() == {"outcome": "ignored", "task": "PROJ-42", "reason": "not_running"}
+    assert answer.json() == {"outcome": "ignored", "task": "PROJ-42", "reason": "unknown_ticket"}
     assert task_and_jobs(svc)[0] is None
 
 
@@ -457,7 +457,7 @@ async def test_each_delivery_is_logged_once_and_counted_without_secrets(
     counts = Counts()
 
     def configure(svc: Services) -> None:
-        svc.extras["metrics"] = counts
+        svc.metrics = counts  # type: ignore[assignment]
 
     caplog.set_level(logging.DEBUG)
     payload = sample("v1_state_to_analyse")
@@ -465,11 +465,12 @@ async def test_each_delivery_is_logged_once_and_counted_without_secrets(
         await deliver(client, payload, delivery="d-1")
         await deliver(client, payload, delivery="d-2")
         await deliver(client, payload, delivery="d-3", signature="0" * 64)
-    lines = [r for r in caplog.records if r.name == "bot.routes.plane"]
+    lines = [r for r in caplog.records if r.name == "bot.intake.route"]
     assert [(r.getMessage(), r.delivery, r.outcome) for r in lines] == [  # type: ignore[attr-defined]
-        ("plane delivery", "d-1", "started"),
-        ("plane delivery", "d-2", "duplicate"),
-        ("plane delivery", "d-3", "refused"),
+        ("webhook delivery", "d-1", "started"),
+        ("webhook delivery", "d-2", "duplicate"),
+        # The delivery header is not signed: it is not logged for a refused request.
+        ("webhook delivery", None, "refused"),
     ]
     assert counts.seen == [("plane", "started"), ("plane", "duplicate"), ("plane", "refused")]
     logged = caplog.text + json.dumps([vars(r) for r in caplog.records], default=str)

@@ -22,7 +22,7 @@ OTHER_ISSUE = "7b0f55d2-3c4e-4f8a-9b1d-2e3f4a5b6c7d"
 
 
 def queue_schema() -> Draft202012Validator:
-    text = (resources.files("bot") / "schemas" / "queue.schema.json").read_text("utf-8")
+    text = (resources.files("bot.api") / "schemas" / "queue.schema.json").read_text("utf-8")
     schema = json.loads(text)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)

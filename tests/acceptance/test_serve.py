@@ -41,7 +41,7 @@ def test_serve_answers_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) ->
     env = {**os.environ, "CONVEYOR_PORT": str(port)}
     env.pop("CONVEYOR_CONFIG", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve"],
+        [sys.executable, "-m", "bot.cli.main", "serve"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import respx
 
-from integrations.trackers.base import IssueRef, RecordingTracker, Tracker, TrackerError
-from integrations.trackers.plane_client import (
+from integrations.trackers.base import TrackerError
+from integrations.trackers.plane.api import (
     PlaneClient,
     PlaneState,
     ProjectIdentifiers,
@@ -30,7 +30,6 @@ DONE = "e952b5c7-ef4c-42f6-bbd9-3b23d676ca6f"
 PROJECT_PATH = f"/api/v1/workspaces/{WORKSPACE}/projects/{PROJECT}"
 STATES_PATH = f"{PROJECT_PATH}/states/"
 ITEM_PATH = f"{PROJECT_PATH}/work-items/{ISSUE}/"
-REF = IssueRef(tracker="plane", issue_id=ISSUE, project_id=PROJECT)
 
 
 def sample(name: str) -> Any:
@@ -138,7 +137,7 @@ async def test_comment_posts_internal_html_with_the_api_key(
     plane: respx.MockRouter, client: PlaneClient
 ) -> None:
     route = plane.post(f"{ITEM_PATH}comments/").respond(201, json=sample("comment_created"))
-    await client.comment(REF, "<p>conveyor stopped this task.</p>")
+    await client.comment(PROJECT, ISSUE, "<p>conveyor stopped this task.</p>")
     request = route.calls.last.request
     assert request.headers["X-API-Key"] == API_KEY
     assert json.loads(request.content) == {
@@ -151,7 +150,7 @@ async def test_set_state_patches_the_work_item(
     plane: respx.MockRouter, client: PlaneClient
 ) -> None:
     route = plane.patch(ITEM_PATH).respond(200, json=sample("work_item"))
-    await client.set_state(REF, DONE)
+    await client.set_state(PROJECT, ISSUE, DONE)
     assert json.loads(route.calls.last.request.content) == {"state": DONE}
     assert route.calls.last.request.headers["X-API-Key"] == API_KEY
 
@@ -160,13 +159,13 @@ async def test_an_issue_without_project_is_refused_before_any_request(
     plane: respx.MockRouter, client: PlaneClient
 ) -> None:
     with pytest.raises(TrackerError, match="no Plane project id"):
-        await client.comment(IssueRef(tracker="plane", issue_id=ISSUE, project_id=None), "<p/>")
+        await client.comment("", ISSUE, "<p/>")
     assert not plane.calls
 
 
 async def test_ids_cannot_add_path_segments(plane: respx.MockRouter, client: PlaneClient) -> None:
     route = plane.patch(url__regex=r".*").respond(200, json={})
-    await client.set_state(IssueRef("plane", "../../members", PROJECT), DONE)
+    await client.set_state(PROJECT, "../../members", DONE)
     assert route.calls.last.request.url.raw_path.endswith(b"/work-items/..%2F..%2Fmembers/")
 
 
@@ -182,7 +181,7 @@ async def test_a_429_waits_retry_after_then_succeeds(
             httpx.Response(200, json=sample("work_item")),
         ]
     )
-    await client.set_state(REF, STOP)
+    await client.set_state(PROJECT, ISSUE, STOP)
     assert sleeps.calls == [7.0]
     assert route.call_count == 2
 
@@ -197,7 +196,7 @@ async def test_a_429_without_retry_after_waits_until_the_rate_limit_reset(
             httpx.Response(200, json={}),
         ]
     )
-    await client.set_state(REF, STOP)
+    await client.set_state(PROJECT, ISSUE, STOP)
     assert sleeps.calls == [12.0]
 
 
@@ -210,7 +209,7 @@ async def test_a_429_wait_is_capped_at_a_minute(
             httpx.Response(200, json={}),
         ]
     )
-    await client.set_state(REF, STOP)
+    await client.set_state(PROJECT, ISSUE, STOP)
     assert sleeps.calls == [60.0]
 
 
@@ -224,7 +223,7 @@ async def test_a_503_twice_then_success_backs_off(
             httpx.Response(201, json=sample("comment_created")),
         ]
     )
-    await client.comment(REF, "<p>hi</p>")
+    await client.comment(PROJECT, ISSUE, "<p>hi</p>")
     assert sleeps.calls == [0.5, 1.0]
     assert route.call_count == 3
 
@@ -247,7 +246,7 @@ async def test_a_500_forever_gives_up_after_max_attempts(
 ) -> None:
     route = plane.patch(ITEM_PATH).respond(500, json={"error": "Something went wrong"})
     with pytest.raises(TrackerError, match="after 4 attempts: HTTP 500") as caught:
-        await client.set_state(REF, STOP)
+        await client.set_state(PROJECT, ISSUE, STOP)
     assert route.call_count == 4
     assert sleeps.calls == [0.5, 1.0, 2.0]
     assert ITEM_PATH in str(caught.value)
@@ -258,7 +257,7 @@ async def test_a_404_fails_at_once_with_status_and_reason(
 ) -> None:
     route = plane.patch(ITEM_PATH).respond(404, json={"error": "Work item not found"})
     with pytest.raises(TrackerError, match="404 Not Found: Work item not found"):
-        await client.set_state(REF, STOP)
+        await client.set_state(PROJECT, ISSUE, STOP)
     assert route.call_count == 1
     assert sleeps.calls == []
 
@@ -270,7 +269,7 @@ async def test_the_api_key_never_appears_in_an_error(
     plane.patch(ITEM_PATH).respond(401, json={"detail": f"Invalid X-API-Key {API_KEY}"})
     plane.get(f"{PROJECT_PATH}/").mock(side_effect=httpx.ConnectError(f"refused; key={API_KEY}"))
     errors = []
-    for call in (client.set_state(REF, STOP), client.project_identifier(PROJECT)):
+    for call in (client.set_state(PROJECT, ISSUE, STOP), client.project_identifier(PROJECT)):
         with pytest.raises(TrackerError) as caught:
             await call
         errors.append(caught.value)
@@ -362,23 +361,3 @@ async def test_a_failed_identifier_lookup_is_retried_after_the_window(
     clock.now += 30
     assert await identifiers.resolve(PROJECT) == "PROJ"
     assert route.call_count == 2
-
-
-# --- the port and its fake ----------------------------------------------------------
-
-
-async def test_plane_client_and_the_fake_are_trackers(client: PlaneClient) -> None:
-    trackers: list[Tracker] = [client, RecordingTracker()]
-    assert len(trackers) == 2
-
-
-async def test_the_recording_tracker_records_and_fails_on_demand() -> None:
-    tracker = RecordingTracker()
-    tracker.fail_next(2)
-    for _ in range(2):
-        with pytest.raises(TrackerError):
-            await tracker.comment(REF, "<p>lost</p>")
-    await tracker.comment(REF, "<p>kept</p>")
-    await tracker.set_state(REF, STOP)
-    assert tracker.comments == [(REF, "<p>kept</p>")]
-    assert tracker.states == [(REF, STOP)]

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, update
 
-from bot import finalizer
 from bot.app import create_app
+from bot.engine import reaper
 from bot.services import Services
 from bot.settings import settings_from_dict
 from integrations.processes import group_alive, spawn_agent
@@ -248,7 +248,7 @@ async def test_reaper_tick_leaves_cancelled_jobs_and_stopping_tasks_alone(
         log_path=str(tmp_path / "agent.log"),
     )
     try:
-        await finalizer.reaper_tick(services)
+        await reaper.reaper_tick(services)
         assert not group_alive(agent.ref.pgid)
     finally:
         if agent.poll() is None:
@@ -268,7 +268,7 @@ async def test_reaper_tick_leaves_cancelled_jobs_and_stopping_tasks_alone(
     assert claimed is not None and claimed.id == live.id
     assert store.write(jobs.claim_next_job, "w:next", time.time(), 30) is None
     # A second tick changes nothing more.
-    await finalizer.reaper_tick(services)
+    await reaper.reaper_tick(services)
     assert current(store, cancelled.id).status is JobStatus.CANCELLED
     assert current(store, raw.id).status is JobStatus.CANCELLED
 
@@ -314,7 +314,7 @@ async def test_a_job_of_another_host_never_gets_a_local_process_group_signalled(
             start_time=123_456,  # ticks since the other machine booted
             log_path="/elsewhere/agent.log",
         )
-        await getattr(finalizer, f"{tick}_tick")(services)
+        await getattr(reaper, f"{tick}_tick")(services)
         assert group_alive(pgid), f"the {tick} killed a local process group ({member})"
         after = current(store, job.id)
         expected = JobStatus.QUEUED if tick == "reaper" else JobStatus.RUNNING

@@ -27,7 +27,7 @@ from state.store import (
 )
 
 NOW = 1_700_000_000.0
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 TABLES = {
     "tasks",
     "jobs",

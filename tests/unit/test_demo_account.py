@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.demo_account import RESET_STEPS, World, audit_lines, job_lines, offset, reset_claims
+from bot.cli.demo.account import RESET_STEPS, World, audit_lines, job_lines, offset, reset_claims
 
 MAIN = "a" * 40
 

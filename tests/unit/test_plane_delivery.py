@@ -6,20 +6,23 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.cli.senders import describe_answer
+from bot.cli.senders import plane_delivery as build_delivery
 from bot.errors import ConfigError, UsageError
-from bot.plane_delivery import (
+from bot.settings import Settings, settings_from_dict
+from integrations.trackers.plane import webhook as plane
+from integrations.trackers.plane.payloads import (
+    DeliveryError,
     Ticket,
-    build_delivery,
-    describe_answer,
     sequence_id,
     stable_id,
     state_group,
 )
-from bot.settings import Settings, settings_from_dict
-from integrations.trackers import plane
 
 SECRET = "plane_wh_unit"
 PROJECT = "5c7db7b1-1256-4e76-bfdc-fb3b34bf0180"
+OTHER = "0b1c5e33-5c27-4d7a-8a2e-2f6f0a3c9d10"
+ISSUE = "7f0e2a44-1f55-4c55-9a3c-5b2b1d8e6f21"
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 
@@ -62,9 +65,9 @@ def test_repeated_sends_hit_one_ticket_but_are_fresh_deliveries() -> None:
 
 def test_explicit_ids_and_other_states() -> None:
     event = read(
-        Ticket(key="ops-7", state="In Review", project_id="p-1", issue_id="i-1", title="T")
+        Ticket(key="ops-7", state="In Review", project_id=OTHER, issue_id=ISSUE, title="T")
     )
-    assert (event.issue_id, event.project_id, event.title) == ("i-1", "p-1", "T")
+    assert (event.issue_id, event.project_id, event.title) == (ISSUE, OTHER, "T")
     assert event.state_group == "started"
 
 
@@ -76,14 +79,14 @@ def test_state_groups_follow_the_configured_names() -> None:
 
 
 @pytest.mark.parametrize("key", ["PROJ", "PROJ-", "-42", "PROJ-4x", "PROJ 42"])
-def test_a_key_without_a_ticket_number_is_a_usage_error(key: str) -> None:
-    with pytest.raises(UsageError, match="must look like PROJ-42"):
+def test_a_key_without_a_ticket_number_is_refused(key: str) -> None:
+    with pytest.raises(DeliveryError, match="must look like PROJ-42"):
         sequence_id(key)
 
 
 def test_no_secret_or_no_project_is_said_in_one_line() -> None:
     with pytest.raises(ConfigError, match="no Plane webhook secret"):
-        build_delivery(Settings(), Ticket(key="PROJ-1", state="STOP", project_id="p"), NOW, "d")
+        build_delivery(Settings(), Ticket(key="PROJ-1", state="STOP", project_id=OTHER), NOW, "d")
     no_repos = settings_from_dict({"trackers": {"plane": {"webhook_secret": SECRET}}})
     with pytest.raises(UsageError, match="pass --project"):
         build_delivery(no_repos, Ticket(key="PROJ-1", state="STOP"), NOW, "d")

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from integrations.errors import IntegrationError
-from integrations.trackers.plane import (
+from integrations.trackers.plane.payloads import build_v1_payload
+from integrations.trackers.plane.webhook import (
     MAX_BODY_BYTES,
     EventKind,
     PayloadError,
@@ -20,7 +21,6 @@ from integrations.trackers.plane import (
     task_key,
     verify_signature,
 )
-from integrations.trackers.plane_payloads import build_v1_payload
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "plane"
 SECRET = "plane_wh_5f0c3e9a7d2b4c18a6e1f0b9d8c7a6e5"

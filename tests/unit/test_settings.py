@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from bot.errors import ConfigError
 from bot.settings import ENV_OVERRIDES, load_settings
 
@@ -112,7 +112,7 @@ def test_missing_config_named_by_env_is_an_error(tmp_path: Path) -> None:
 def test_cli_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "CONVEYOR_STOP_GRACE_SECONDS": "ten", "HOME": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "serve"],
+        [sys.executable, "-m", "bot.cli.main", "serve"],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bot.tables import render_queue, render_task, render_tasks, short_time
+from bot.cli.tables import render_queue, render_task, render_tasks, short_time
 
 QUEUE: dict[str, Any] = {
     "tasks": {"analysis": 1, "implementation": 0, "done": 4, "cancelled": 2},

@@ -1,0 +1,82 @@
+"""Read-only views of the work: GET /queue, GET /tasks, GET /tasks/{ref}. No secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.api import views
+from bot.api.http import error, services
+from state.jobs import jobs_for_task
+from state.queue import queue_summary
+from state.stops import cleanups_for_task, stops_for_task
+from state.store import events_for_task, find_task, recent_tasks
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+BAD_LIMIT = "limit must be an integer from 1 to {max}, got {given!r}"
+NO_SUCH_TASK = "no task matches '{ref}' (try a task id, an issue id or a key like PROJ-42)"
+
+
+async def queue(request: Request) -> Response:
+    """The contract's /queue document: counts, running jobs and the stop plane's state."""
+    svc = services(request)
+    stop = svc.settings.stop
+    doc = await svc.store.run_read(queue_summary, stop_enabled=stop.enabled, stop_repos=stop.repos)
+    return JSONResponse(doc)
+
+
+async def list_tasks(request: Request) -> Response:
+    """The most recently changed tasks, newest first (`?limit=`, 1 to 500)."""
+    limit = parse_limit(request.query_params.get("limit"))
+    if limit is None:
+        given = request.query_params.get("limit")
+        return error(400, BAD_LIMIT.format(max=MAX_LIMIT, given=given))
+    recent = await services(request).store.run_read(recent_tasks, limit)
+    return JSONResponse({"tasks": [views.task_summary(task) for task in recent]})
+
+
+async def show_task(request: Request) -> Response:
+    """One task by id, issue id or key, with its jobs, stops, audit trail and cleanups."""
+    ref = request.path_params["ref"]
+    detail = await services(request).store.run_read(task_detail, ref)
+    if detail is None:
+        return error(404, NO_SUCH_TASK.format(ref=ref))
+    return JSONResponse(detail)
+
+
+def parse_limit(raw: str | None) -> int | None:
+    """The `limit` query parameter, or None when it is not an integer in range."""
+    if raw is None:
+        return DEFAULT_LIMIT
+    text = raw.strip()
+    if not text.isdigit() or len(text) > len(str(MAX_LIMIT)):
+        return None
+    limit = int(text)
+    return limit if 1 <= limit <= MAX_LIMIT else None
+
+
+def task_detail(conn: Connection, ref: str) -> dict[str, Any] | None:
+    """Everything GET /tasks/{ref} shows, read in one transaction."""
+    text = ref.strip()
+    task = find_task(conn, text)
+    if task is None:
+        return None
+    return {
+        "task": views.task_view(task),
+        "jobs": [views.job_view(job) for job in jobs_for_task(conn, task.id)],
+        "stops": [views.stop_view(stop) for stop in stops_for_task(conn, task.id)],
+        "audit": [views.event_view(event) for event in events_for_task(conn, task.id)],
+        "cleanups": [views.cleanup_view(item) for item in cleanups_for_task(conn, task.id)],
+    }
+
+
+routes = [
+    Route("/queue", queue, methods=["GET"]),
+    Route("/tasks", list_tasks, methods=["GET"]),
+    Route("/tasks/{ref}", show_task, methods=["GET"]),
+]

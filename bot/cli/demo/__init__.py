@@ -1,0 +1,1 @@
+"""`conveyor demo`: a whole start-and-STOP run on this machine."""

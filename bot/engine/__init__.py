@@ -1,0 +1,1 @@
+"""The engine: workers, the pipeline of stages, merge and deploy, reaper and watchdog."""

@@ -1,0 +1,229 @@
+"""The stop plane: one `request_stop` behind every entry point, the reset (DESIGN steps
+2–9), each step idempotent and recorded on the stop record so a resumed reset never
+does anything twice."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from bot.services import Services
+from bot.stopplane import notify as reset_notify
+from bot.stopplane import reset as resetsteps
+from state import jobs, stops
+from state.errors import StaleVersionError
+from state.machine import Facts, Trigger, critical_window, decide
+from state.models import JobStatus, StopRecord, StopStatus, Task
+from state.store import add_event, get_task, update_task
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class StopResult:
+    """What a stop request decided: stop_requested, stop_deferred or noop_already_terminal."""
+
+    outcome: str
+    task: str
+    task_id: int
+    stop_id: str | None = None
+    new: bool = False
+
+
+def task_facts(conn: Connection, task: Task) -> Facts:
+    """What the critical window depends on, read in the caller's transaction."""
+    running = [j for j in jobs.live_jobs_for_task(conn, task.id) if j.status is JobStatus.RUNNING]
+    return Facts(
+        has_running_job=bool(running),
+        running_job_stage=running[0].stage if running else None,
+        holds_lease=jobs.lease_of_task(conn, task.id) is not None,
+    )
+
+
+async def request_stop(
+    svc: Services, task: Task, *, requested_by: str, reason: str, correlation: str | None
+) -> StopResult:
+    """Record the stop intent durably and decide: noop, deferred, or start the reset."""
+    result = await svc.store.run(
+        decide_stop, task.id, requested_by, reason, correlation, svc.clock.now()
+    )
+    after_decision(svc, result, correlation)
+    return result
+
+
+def after_decision(svc: Services, result: StopResult, correlation: str | None) -> None:
+    """What follows a committed stop decision: the reset, or the one deferral notice."""
+    log.info(
+        "stop %s",
+        result.outcome,
+        extra={
+            "task": result.task,
+            "stop_id": result.stop_id,
+            "outcome": result.outcome,
+            "delivery": correlation,
+        },
+    )
+    if svc.metrics is not None and (result.new or result.outcome == "noop_already_terminal"):
+        svc.metrics.stop_requested(result.outcome)
+    if result.new and result.outcome == "stop_requested" and result.stop_id:
+        svc.stop_timings.started[result.stop_id] = svc.clock.monotonic()
+        # The intent is durable: ask this server's agents to exit right away.
+        svc.stop_timings.asked_to_exit[result.stop_id] = svc.agents.request_exit(result.task_id)
+        launch_reset(svc, result.stop_id)
+    elif result.new and result.outcome == "stop_deferred" and result.stop_id:
+        svc.launch(
+            reset_notify.notify_deferred(svc, result.stop_id), name=f"notify-{result.stop_id}"
+        )
+
+
+def launch_reset(svc: Services, stop_id: str) -> None:
+    """Run the reset behind the answer, once per process per stop."""
+    active = svc.resets
+    if stop_id in active:
+        return
+    active.add(stop_id)
+
+    async def run() -> None:
+        try:
+            await resetsteps.run_reset(svc, stop_id)
+        finally:
+            active.discard(stop_id)
+
+    svc.launch(run(), name=f"reset-{stop_id}")
+
+
+def decide_stop(
+    conn: Connection,
+    task_id: int,
+    requested_by: str,
+    reason: str,
+    correlation: str | None,
+    now: float,
+) -> StopResult:
+    """Record the stop and decide, inside the caller's transaction. A lost compare-and-set
+    rolls back to a SAVEPOINT and re-decides, so a webhook can record its delivery, its
+    stop and its answer in one transaction."""
+    saw_live = False
+    for _ in range(CAS_ATTEMPTS):
+        savepoint = conn.begin_nested()
+        try:
+            result, saw = _decide(conn, task_id, requested_by, reason, correlation, now, saw_live)
+            saw_live = saw_live or saw
+            savepoint.commit()
+            return result
+        except StaleVersionError:
+            savepoint.rollback()
+            saw_live = True
+    raise StaleVersionError(f"task {task_id} kept changing; stop not recorded, try again")
+
+
+def _decide(
+    conn: Connection,
+    task_id: int,
+    requested_by: str,
+    reason: str,
+    correlation: str | None,
+    now: float,
+    saw_live: bool,
+) -> tuple[StopResult, bool]:
+    task = get_task(conn, task_id)
+    if task is None:
+        raise LookupError(f"task {task_id} vanished")
+    if task.terminal:
+        return _terminal(conn, task, requested_by, reason, correlation, now, saw_live), False
+    existing = stops.open_stop(conn, task.id)
+    if existing is not None:
+        return _same(task, existing), True
+    facts = task_facts(conn, task)
+    window = critical_window(task, facts)
+    running = next(
+        (j for j in jobs.live_jobs_for_task(conn, task.id) if j.status is JobStatus.RUNNING), None
+    )
+    kw: dict[str, Any] = dict(
+        task_id=task.id,
+        now=now,
+        requested_by=requested_by,
+        reason=reason,
+        correlation_id=correlation,
+        job_id=running.id if running else None,
+        run_id=running.run_id if running else None,
+    )
+    if window is not None:
+        changes = decide(task, Trigger.DEFER_STOP, now=now, facts=facts).changes
+        status, outcome = StopStatus.DEFERRED, "stop_deferred"
+    else:
+        # The intent goes on the task row in the same compare-and-set: a worker finishing
+        # a stage re-reads it and never advances a task that is being stopped.
+        changes = {"cancel_requested_at": task.cancel_requested_at or now}
+        status, outcome = StopStatus.OPEN, "stop_requested"
+    update_task(conn, task, now, **changes)
+    rec, new = stops.insert_stop(conn, status=status, window=window, **kw)
+    add_event(
+        conn,
+        task.id,
+        outcome,
+        now,
+        actor=requested_by,
+        stop_id=rec.id,
+        reason=reason,
+        correlation=correlation,
+        **({"window": window} if window else {}),
+    )
+    return StopResult(outcome, task.key, task.id, rec.id, new), True
+
+
+def _same(task: Task, rec: StopRecord) -> StopResult:
+    outcome = "stop_deferred" if rec.status is StopStatus.DEFERRED else "stop_requested"
+    return StopResult(outcome, task.key, task.id, rec.id, False)
+
+
+def _terminal(
+    conn: Connection,
+    task: Task,
+    requested_by: str,
+    reason: str,
+    correlation: str | None,
+    now: float,
+    saw_live: bool,
+) -> StopResult:
+    if saw_live:
+        # The task was live when this stop began and finished normally before the stop
+        # could commit: the stop lost the race and is closed as superseded.
+        rec, _ = stops.insert_stop(
+            conn,
+            task_id=task.id,
+            status=StopStatus.SUPERSEDED,
+            now=now,
+            requested_by=requested_by,
+            reason=reason,
+            correlation_id=correlation,
+            job_id=None,
+            run_id=None,
+            outcome="superseded",
+        )
+        add_event(conn, task.id, "stop_superseded", now, actor=requested_by, stop_id=rec.id)
+        return StopResult("noop_already_terminal", task.key, task.id, rec.id)
+    # Late callers of a stop that already finished get its stop_id: one stop, one id.
+    closing = next(
+        (r for r in reversed(stops.stops_for_task(conn, task.id)) if r.status is StopStatus.DONE),
+        None,
+    )
+    return StopResult("noop_already_terminal", task.key, task.id, closing.id if closing else None)
+
+
+def deferred_ready(conn: Connection, rec: StopRecord, now: float) -> bool:
+    """True when a deferred stop's window has closed; flips it to open (compare-and-set)."""
+    task = get_task(conn, rec.task_id)
+    if task is None:
+        return False
+    if not task.terminal and critical_window(task, task_facts(conn, task)) is not None:
+        return False
+    if not stops.update_stop(conn, rec.id, expect=StopStatus.DEFERRED, status=StopStatus.OPEN):
+        return False
+    add_event(conn, rec.task_id, "deferred_stop_applied", now, stop_id=rec.id, window=rec.window)
+    return True

@@ -1,0 +1,281 @@
+"""The reset, step by step (DESIGN "The stop plane", steps 2–9).
+
+Each step reads what it needs, does its one thing, and returns a small JSON result that
+is stored on the stop record before the next step starts; a step already recorded is
+skipped, so a reset resumed after a crash does nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bot.engine.workers import ran_here
+from bot.services import Services
+from bot.stopplane.notify import notify, reset_counts
+from bot.stopplane.outside import delete_branch, remove_worktree
+from integrations.processes import ProcessRef, StopOutcome, StopReport, stop_process_group
+from state import jobs, stops
+from state.errors import StaleVersionError
+from state.machine import Facts, Trigger, decide
+from state.models import Job, JobStatus, StopRecord, StopStatus, Task
+from state.store import add_event, get_task, original_key, tombstone_task_keys, update_task
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[Services, StopRecord, Task], Awaitable[dict[str, Any]]]
+
+
+async def run_reset(svc: Services, stop_id: str) -> None:
+    """Run every step not yet recorded for this stop, in order."""
+    rec = await svc.store.run(reset_untouched, stop_id, svc.clock.now())
+    if rec is None:
+        rec = await svc.store.run_read(stops.get_stop, stop_id)
+    else:
+        _observe_terminal(svc, rec, "cancelled_graceful")
+    task = None if rec is None else await svc.store.run_read(get_task, rec.task_id)
+    for name, step in STEPS:
+        if rec is None or task is None or rec.status is not StopStatus.OPEN:
+            return
+        if name in stops.stop_steps(rec):
+            continue
+        if name in _NEEDS_FRESH_TASK:  # a worker may have recorded a push meanwhile
+            task = await svc.store.run_read(get_task, rec.task_id)
+            if task is None:
+                return
+        failpoint(f"before:{name}")
+        result = await step(svc, rec, task)
+        # The stop closes with its last step, so a crash before the comment resumes
+        # and still sends it, and nobody sees a closed stop with a step missing.
+        close_at = svc.clock.now() if name == STEPS[-1][0] else None
+        rec = await svc.store.run(stops.mark_step, stop_id, name, result, close_at=close_at)
+        failpoint(f"after:{name}")
+        log.info(
+            "reset step done",
+            extra={
+                "task": original_key(task.key),
+                "stop_id": stop_id,
+                "action": name,
+                "outcome": result,
+            },
+        )
+
+
+_NEEDS_FRESH_TASK = frozenset({"worktree", "remote_branch"})
+
+
+def failpoint(point: str) -> None:
+    """Crash-test hook: `CONVEYOR_FAILPOINT=after:jobs` SIGKILLs this server right there.
+
+    Only the kill -9 acceptance tests set it; it proves a reset resumes from any step.
+    """
+    if os.environ.get("CONVEYOR_FAILPOINT") == point:
+        log.warning("failpoint reached; killing the server", extra={"action": point})
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- step 2: the process tree -------------------------------------------------------------
+
+
+async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """SIGTERM (+SIGCONT), grace, SIGKILL, confirm: every running job's process group."""
+    # The grace runs from the request: a reset resumed after a crash waits only what is
+    # left of it. A deferred stop's processes get the whole grace (it waited for a window).
+    started = svc.clock.now() if rec.window else rec.requested_at
+    grace = max(0.0, svc.settings.stop.grace_seconds - (svc.clock.now() - started))
+    running = [
+        j
+        for j in await svc.store.run_read(jobs.jobs_for_task, task.id)
+        # Another host's job is stopped by its own worker once step 3 cancels it.
+        if j.status is JobStatus.RUNNING and j.pgid and ran_here(j)
+    ]
+    reports = await asyncio.gather(*(_stop_job(svc, j, grace) for j in running))
+    _observe_group_empty(svc, rec)
+    summary = _summarise(list(reports))
+    # Agents that left on the SIGTERM sent right after the intent committed were gone by
+    # the time this step looked: they still count as stopped.
+    asked = svc.stop_timings.asked_to_exit.pop(rec.id, 0)
+    summary["processes"] = max(summary["processes"], asked)
+    return summary
+
+
+async def _stop_job(svc: Services, job: Job, grace: float) -> StopReport:
+    ref = ProcessRef(pid=job.pid or 0, pgid=job.pgid or 0, start_time=job.proc_start_time or 0)
+    reap = svc.agents.reaper_for(job.id)
+    report = await stop_process_group(ref, grace, reap=reap)
+    log.info(
+        "process group stopped",
+        extra={"job": job.id, "pgid": job.pgid, "outcome": report.outcome.value},
+    )
+    return report
+
+
+def _summarise(reports: list[StopReport]) -> dict[str, Any]:
+    outcomes = [r.outcome.value for r in reports]
+    kills = [
+        r.kill_sent_at - r.term_sent_at
+        for r in reports
+        if r.kill_sent_at is not None and r.term_sent_at is not None
+    ]
+    empties = [
+        r.emptied_at - r.term_sent_at
+        for r in reports
+        if r.emptied_at is not None and r.term_sent_at is not None
+    ]
+    return {
+        "term_to_kill_seconds": max(kills) if kills else None,
+        "term_to_empty_seconds": max(empties) if empties else None,
+        "groups": len(reports),
+        "processes": sum(r.members_at_term for r in reports),
+        "forced": any(r.outcome is StopOutcome.FORCED for r in reports),
+        "unconfirmed": outcomes.count(StopOutcome.UNCONFIRMED.value),
+        "refused": outcomes.count(StopOutcome.REFUSED.value),
+        "outcomes": outcomes,
+    }
+
+
+def _observe_group_empty(svc: Services, rec: StopRecord) -> None:
+    started = svc.stop_timings.started.get(rec.id)
+    if svc.metrics is not None and started is not None:
+        svc.metrics.stop_group_empty(svc.clock.monotonic() - started)
+
+
+# -- steps 3 and 4: jobs and lease ---------------------------------------------------------
+
+
+async def cancel_jobs(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """Every non-terminal job → cancelled; then stop any process that slipped past step 2."""
+    count = await svc.store.run(jobs.cancel_task_jobs, task.id, svc.clock.now())
+    late = await _stop_late_starters(svc, task)
+    return {"cancelled": count, "late_processes": late}
+
+
+async def _stop_late_starters(svc: Services, task: Task) -> int:
+    # A worker that spawned between step 2's read and the cancel above sees its job
+    # cancelled on its next check; stopping it here makes the reset not wait for that.
+    refs = svc.agents.live_processes_of_task(task.id)
+    reports = await asyncio.gather(
+        *(stop_process_group(ref, svc.settings.stop.grace_seconds, reap=reap) for ref, reap in refs)
+    )
+    return len(reports)
+
+
+async def release_lease(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    return {"released": await svc.store.run(jobs.release_lease, task.id)}
+
+
+# -- steps 7 and 8: tombstone and terminal -------------------------------------------------
+
+
+async def tombstone(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """Free the ticket's keys so the start status can make a fresh task later."""
+    done = await svc.store.run_until_current(
+        _apply, lambda conn, t: tombstone_task_keys(conn, t, svc.clock.now()), task.id
+    )
+    return {"issue_id": done.issue_id, "key": done.key}
+
+
+async def make_terminal(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """Stage `cancelled`, the outcome, one audit event with the counts, the stop closed."""
+    steps = stops.stop_steps(rec)
+    outcome = (
+        "cancelled_forced" if steps.get("processes", {}).get("forced") else "cancelled_graceful"
+    )
+    counts = reset_counts(steps)
+    trigger = Trigger.FINALIZE_CANCEL if rec.window else Trigger.STOP
+
+    def apply(conn: Any, current: Task) -> Task:
+        return _cancel(conn, rec, current, trigger, outcome, counts, svc.clock.now())
+
+    final = await svc.store.run_until_current(_apply, apply, task.id)
+    _observe_terminal(svc, rec, outcome)
+    return {"outcome": final.outcome, "effects_committed": final.merged_at is not None, **counts}
+
+
+def _cancel(
+    conn: Any,
+    rec: StopRecord,
+    current: Task,
+    trigger: Trigger,
+    outcome: str,
+    counts: dict[str, Any],
+    now: float,
+) -> Task:
+    """The task `cancelled` (compare-and-set), its audit event with the counts."""
+    if current.terminal:
+        return current
+    decision = decide(current, trigger, now=now, facts=Facts(), outcome=outcome)
+    if not decision.allowed:
+        raise StaleVersionError(f"cannot cancel yet: {decision.refusal}")
+    done = update_task(conn, current, now, **decision.changes)
+    add_event(
+        conn,
+        current.id,
+        "cancelled",
+        now,
+        actor=rec.requested_by,
+        stop_id=rec.id,
+        outcome=outcome,
+        effects_committed=current.merged_at is not None,
+        **counts,
+    )
+    stops.update_stop(conn, rec.id, outcome=outcome)
+    return done
+
+
+def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
+    """Steps 2–8 in one transaction for a task that never touched the outside world (no
+    process, worktree or branch: stopped while queued). None when it did."""
+    rec = stops.get_stop(conn, stop_id)
+    task = None if rec is None else get_task(conn, rec.task_id)
+    if rec is None or task is None or rec.status is not StopStatus.OPEN or rec.steps != "{}":
+        return None
+    if task.worktree_path or task.branch or jobs.live_processes_recorded(conn, task.id):
+        return None
+    steps: dict[str, Any] = {
+        "processes": _summarise([]),
+        "jobs": {"cancelled": jobs.cancel_task_jobs(conn, task.id, now), "late_processes": 0},
+        "lease": {"released": jobs.release_lease(conn, task.id)},
+        "worktree": {"removed": False, "reason": "no worktree"},
+        "remote_branch": {"deleted": False, "reason": "no branch"},
+    }
+    dead = tombstone_task_keys(conn, task, now)
+    steps["tombstone"] = {"issue_id": dead.issue_id, "key": dead.key}
+    counts = reset_counts(steps)
+    trigger = Trigger.FINALIZE_CANCEL if rec.window else Trigger.STOP
+    final = _cancel(conn, rec, dead, trigger, "cancelled_graceful", counts, now)
+    steps["terminal"] = {"outcome": final.outcome, "effects_committed": False, **counts}
+    for name, result in steps.items():
+        rec = stops.mark_step(conn, stop_id, name, result) or rec
+    return rec
+
+
+def _observe_terminal(svc: Services, rec: StopRecord, outcome: str) -> None:
+    started = svc.stop_timings.started.pop(rec.id, None)
+    if svc.metrics is not None:
+        svc.metrics.stop_finished(
+            outcome, None if started is None else svc.clock.monotonic() - started
+        )
+
+
+def _apply(conn: Any, fn: Callable[[Any, Task], Task], task_id: int) -> Task:
+    task = get_task(conn, task_id)
+    if task is None:
+        raise LookupError(f"task {task_id} vanished")
+    return fn(conn, task)
+
+
+STEPS: list[tuple[str, Step]] = [
+    ("processes", stop_processes),
+    ("jobs", cancel_jobs),
+    ("lease", release_lease),
+    ("worktree", remove_worktree),
+    ("remote_branch", delete_branch),
+    ("tombstone", tombstone),
+    ("terminal", make_terminal),
+    ("notify", notify),
+]

@@ -1,0 +1,34 @@
+"""Ticket text between the trackers' markups and the Markdown an agent reads."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from markdownify import markdownify
+
+from integrations.trackers.base import Notice
+
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+def html_to_markdown(text: str) -> str:
+    """A tracker's HTML description (Plane's ``description_html``) as Markdown."""
+    if not text.strip():
+        return ""
+    converted = markdownify(
+        text, heading_style="ATX", bullets="-", strip=["script", "style", "img"]
+    )
+    return _BLANK_RUNS.sub("\n\n", converted).strip()
+
+
+def notice_html(notice: Notice) -> str:
+    """A Notice as the small HTML a tracker's comment box takes (Plane)."""
+    parts = [f"<p>{html.escape(notice.headline)}</p>"]
+    if notice.items:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in notice.items) + "</ul>")
+    if notice.closing:
+        parts.append(f"<p>{html.escape(notice.closing)}</p>")
+    if notice.marker:
+        parts.append(f"<!-- {html.escape(notice.marker)} -->")
+    return "".join(parts)
