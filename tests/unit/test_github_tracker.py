@@ -395,6 +395,7 @@ def test_ten_digit_issue_numbers_are_fine(github: GitHubTracker) -> None:
         "",
         None,
         "a" * 101 + "/b",
+        "a" * 90 + "/" + "b" * 95,
         "acme/web-app\x00",
     ],
 )

@@ -12,7 +12,7 @@ from datetime import datetime
 import httpx
 
 from integrations.trackers.base import Ticket, TrackerError
-from integrations.trackers.github.api import MAX_PAGES, IssuesApi
+from integrations.trackers.github.api import MAX_PAGES, IssuesApi, oldest_first
 from integrations.trackers.labels.issues import since_param
 
 PAGE_SIZE = 50  # Gitea's default MAX_RESPONSE_ITEMS
@@ -44,7 +44,7 @@ class GiteaIssuesApi(IssuesApi):
             tickets += self.tickets(project, items)
             seen += len(items)
             if _last_page(response, len(items), seen):
-                return sorted(tickets, key=lambda t: t.updated_at or since)
+                return oldest_first(tickets)
         raise TrackerError(f"{self.api.name}: {project} lists more than {MAX_PAGES} pages")
 
 

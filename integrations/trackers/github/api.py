@@ -132,7 +132,7 @@ class IssuesApi:
             response = await self.api.request("GET", next_path)
             tickets += self.tickets(project, self.api.json_of(response, "GET", next_path))
             pages += 1
-        return sorted(tickets, key=_updated)
+        return oldest_first(tickets)
 
     def _same_api(self, url: str) -> str:
         """A ``Link`` URL as a path under the API: the token is never sent anywhere else."""
@@ -191,5 +191,6 @@ class IssuesApi:
         return f"/repos/{segment(owner)}/{segment(name)}/issues"
 
 
-def _updated(ticket: Ticket) -> datetime:
-    return ticket.updated_at or datetime.min.replace(tzinfo=UTC)
+def oldest_first(tickets: list[Ticket]) -> list[Ticket]:
+    """In the tracker's order of change, as reconciliation applies them."""
+    return sorted(tickets, key=lambda t: t.updated_at or datetime.min.replace(tzinfo=UTC))

@@ -47,7 +47,7 @@ def refuse_form_encoded(headers: Headers, tracker: str) -> None:
 def load_object(headers: Headers, body: bytes, tracker: str) -> dict[str, Any]:
     """The body as a JSON object, or BadPayload saying why not."""
     refuse_form_encoded(headers, tracker)
-    if body[:8].lstrip().startswith(b"payload="):
+    if body[:64].lstrip().startswith(b"payload="):
         raise BadPayload(_FORM_REFUSED.format(content_type=FORM_CONTENT_TYPE, tracker=tracker))
     try:
         doc = json.loads(body)

@@ -16,6 +16,8 @@ MAX_DESCRIPTION_CHARS = 256 * 1024
 MAX_URL_CHARS = 2048
 MAX_LABELS = 500
 MAX_ISSUE_NUMBER = 9_999_999_999  # ten digits
+# So that ``owner/name#<ten digits>`` stays within MAX_ID_CHARS (GitHub allows 39 + 100).
+MAX_FULL_NAME_CHARS = 180
 
 _SEGMENT = r"[A-Za-z0-9._-]{1,100}"
 _FULL_NAME = re.compile(rf"({_SEGMENT})/({_SEGMENT})")
@@ -66,11 +68,15 @@ def mapping(doc: Mapping[str, Any], name: str, field: str) -> dict[str, Any]:
 
 
 def full_name(value: Any, field: str = "repository.full_name") -> str:
-    """``owner/name`` with letters, digits, ``.``, ``_``, ``-``; never ``..``."""
+    """``owner/name`` with letters, digits, ``.``, ``_``, ``-``; never ``..``; bounded."""
     if not isinstance(value, str) or not value:
         raise BadPayload(f"missing field: {field}")
     match = _FULL_NAME.fullmatch(value)
-    if match is None or any(set(part) == {"."} for part in match.groups()):
+    if (
+        match is None
+        or len(value) > MAX_FULL_NAME_CHARS
+        or any(set(part) == {"."} for part in match.groups())
+    ):
         shown = json.dumps(value[:80])
         raise BadPayload(f"field {field} must look like owner/name, not {shown}")
     return value
