@@ -87,15 +87,19 @@ class Reader:
             # ticket.labels is () now: the intake's "last seen" should follow it.
             return read.event(kind, ignore="not_a_state_change")
         if read.action == "closed":
-            if not self.rules.close_stops(None):
-                return read.event(kind, state_after="closed", ignore="closed_not_stopping")
-            return read.event(kind, signal=Signal.STOP, state_after="closed")
+            return self._closed(read, kind)
         if read.action == "opened":
             signal = self.rules.for_labels(_labels_of(read))
             return read.event(kind, signal=signal, ignore=None if signal else "not_a_state_change")
         if read.action == "deleted":
-            return read.event(kind)
+            return read.event(kind)  # the lifecycle decides what a deletion stops
         return read.event(kind, ignore="not_a_state_change")
+
+    def _closed(self, read: IssueDelivery, kind: EventKind) -> TrackerEvent:
+        """Gitea has no close reason: ``stop_on_close`` is ``any`` or ``never``."""
+        if not self.rules.close_stops(None):
+            return read.event(kind, state_after="closed", ignore="closed_not_stopping")
+        return read.event(kind, signal=Signal.STOP, state_after="closed")
 
 
 def _labels_of(read: IssueDelivery) -> tuple[str, ...]:

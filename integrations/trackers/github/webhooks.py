@@ -99,22 +99,27 @@ class Reader:
 
     def _meaning(self, read: IssueDelivery, doc: dict[str, Any], kind: EventKind) -> TrackerEvent:
         if read.action == "labeled":
-            name = text(mapping(doc, "label", "label"), "name", "label.name")
-            signal = self.rules.for_labels([name])
-            ignore = None if signal is not None else "label_not_handled"
-            return read.event(kind, signal=signal, state_after=name, ignore=ignore)
+            return self._labeled(read, doc, kind)
         if read.action == "closed":
-            reason = _state_reason(doc)
-            if not self.rules.close_stops(reason):
-                return read.event(kind, state_after="closed", ignore="closed_not_stopping")
-            return read.event(kind, signal=Signal.STOP, state_after="closed")
+            return self._closed(read, doc, kind)
         if read.action == "opened":
-            assert read.ticket is not None
-            signal = self.rules.for_labels(read.ticket.labels)
+            signal = self.rules.for_labels(read.ticket.labels if read.ticket else ())
             return read.event(kind, signal=signal, ignore=None if signal else "not_a_state_change")
         if read.action == "deleted":
-            return read.event(kind)
+            return read.event(kind)  # the lifecycle decides what a deletion stops
         return read.event(kind, ignore="not_a_state_change")
+
+    def _labeled(self, read: IssueDelivery, doc: dict[str, Any], kind: EventKind) -> TrackerEvent:
+        """The top-level ``label`` is the one just added."""
+        name = text(mapping(doc, "label", "label"), "name", "label.name")
+        signal = self.rules.for_labels([name])
+        ignore = None if signal is not None else "label_not_handled"
+        return read.event(kind, signal=signal, state_after=name, ignore=ignore)
+
+    def _closed(self, read: IssueDelivery, doc: dict[str, Any], kind: EventKind) -> TrackerEvent:
+        if not self.rules.close_stops(_state_reason(doc)):
+            return read.event(kind, state_after="closed", ignore="closed_not_stopping")
+        return read.event(kind, signal=Signal.STOP, state_after="closed")
 
 
 def _state_reason(doc: dict[str, Any]) -> str | None:
