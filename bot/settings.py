@@ -74,6 +74,13 @@ class StopSettings(_Section):
         return value
 
 
+class ReconcileSettings(_Section):
+    enabled: bool = True
+    interval_seconds: Annotated[float, Field(ge=0.05, le=86400)] = 15
+    startup_wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 10
+    stop_deleted: bool = True  # a ticket gone from the tracker stops its task
+
+
 def _tracker_sections() -> type[BaseModel]:
     """`[trackers.*]`: one section per registered adapter, each with its own model."""
     fields: dict[str, Any] = {
@@ -109,6 +116,7 @@ class Settings(_Section):
     workers: WorkerSettings = WorkerSettings()
     stop: StopSettings = StopSettings()
     trackers: TrackerSettings = TrackerSettings()  # type: ignore[valid-type]
+    reconcile: ReconcileSettings = ReconcileSettings()
     agents: AgentSettings = AgentSettings()
     repos: list[RepoSettings] = []
 
@@ -164,6 +172,8 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "CONVEYOR_STOP_STATUS_REPOS": ("stop", "repos"),
     "CONVEYOR_STOP_GRACE_SECONDS": ("stop", "grace_seconds"),
     "CONVEYOR_FINALIZER_INTERVAL_SECONDS": ("stop", "finalizer_interval_seconds"),
+    "CONVEYOR_RECONCILE_ENABLED": ("reconcile", "enabled"),
+    "CONVEYOR_RECONCILE_INTERVAL_SECONDS": ("reconcile", "interval_seconds"),
 }
 ENV_OVERRIDES.update(
     {
@@ -272,6 +282,7 @@ def _collect_bounds() -> dict[str, tuple[Any, Any, str]]:
         "server": ServerSettings,
         "workers": WorkerSettings,
         "stop": StopSettings,
+        "reconcile": ReconcileSettings,
         "repos": RepoSettings,
     }
     for prefix, model in sections.items():

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from bot.intake.answers import Answer, ignored
 from bot.services import Services
 from bot.stopplane import intent as stopplane
-from integrations.trackers.base import Signal, Ticket, Tracker, TrackerEvent
+from integrations.trackers.base import EventKind, Signal, Ticket, Tracker, TrackerEvent
 from state import jobs, tickets
 from state.machine import Facts, Trigger, decide
 from state.models import JobStatus, NewTask, Stage, Task
@@ -29,6 +29,8 @@ from state.store import (
 
 log = logging.getLogger(__name__)
 
+TICKET_DELETED = "ticket_deleted"
+
 
 @dataclass(frozen=True)
 class StatusChange:
@@ -42,6 +44,7 @@ class StatusChange:
     actor: str | None = None  # who moved it (display name), for `requested_by`
     correlation_id: str | None = None  # the delivery id
     diff_labels: bool = False  # the sender sent the full label list: diff it with the last
+    deleted: bool = False  # the ticket is gone from the tracker
 
     @property
     def issue_id(self) -> str:
@@ -67,6 +70,7 @@ def change_of(event: TrackerEvent, repo: str) -> StatusChange:
         actor=event.actor,
         correlation_id=event.delivery_id,
         diff_labels=event.labels_to_diff is not None,
+        deleted=event.kind is EventKind.DELETED,
     )
 
 
@@ -81,6 +85,10 @@ class Decided:
 
 def decide_status(conn: Connection, svc: Services, change: StatusChange, now: float) -> Decided:
     """Decide what a status means, in the caller's transaction (no I/O outside the store)."""
+    if change.deleted:
+        if not svc.settings.reconcile.stop_deleted:
+            return Decided(ignored("deleted", task=change.key))
+        return _stop(conn, svc, change, now, reason=TICKET_DELETED)
     if change.signal is Signal.START:
         answer = _start(conn, change, now)
         return Decided(answer, wake=answer.outcome in ("started", "relaunched"))
@@ -226,7 +234,9 @@ def _relaunch(conn: Connection, task: Task, change: StatusChange, now: float) ->
     return Answer("relaunched", task=task.key, task_id=task.id)
 
 
-def _stop(conn: Connection, svc: Services, change: StatusChange, now: float) -> Decided:
+def _stop(
+    conn: Connection, svc: Services, change: StatusChange, now: float, reason: str | None = None
+) -> Decided:
     """The STOP status: the kill switch and repo allowlist first, then the stop plane."""
     if not svc.stop_enabled_for(change.repo):
         reason = "stop_disabled" if not svc.settings.stop.enabled else "repo_not_in_stop_repos"
@@ -240,7 +250,7 @@ def _stop(conn: Connection, svc: Services, change: StatusChange, now: float) -> 
         conn,
         task.id,
         f"{change.tracker}:{change.actor or 'unknown'}",
-        f"ticket moved to {change.state_name}",
+        reason or f"ticket moved to {change.state_name}",
         change.correlation_id,
         now,
     )

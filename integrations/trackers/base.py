@@ -258,39 +258,3 @@ class Adapter:
     settings: type[TrackerSettings]
     build: Callable[[TrackerSettings, httpx.AsyncClient, Projects], Tracker]
     env: Mapping[str, str] = field(default_factory=dict)  # CONVEYOR_X -> settings key
-
-
-# -- legacy (removed when the Plane adapter moves behind the port) ------------------------
-
-
-@dataclass(frozen=True)
-class IssueRef:
-    tracker: str
-    issue_id: str
-    project_id: str | None
-
-
-@dataclass
-class RecordingTracker:
-    comments: list[tuple[IssueRef, str]] = field(default_factory=list)
-    states: list[tuple[IssueRef, str]] = field(default_factory=list)
-    failures_left: int = 0
-    failure_message: str = "tracker unavailable (RecordingTracker told to fail)"
-
-    def fail_next(self, calls: int = 1, message: str | None = None) -> None:
-        self.failures_left = calls
-        if message is not None:
-            self.failure_message = message
-
-    async def comment(self, issue: IssueRef, html: str) -> None:
-        self._maybe_fail()
-        self.comments.append((issue, html))
-
-    async def set_state(self, issue: IssueRef, state_id: str) -> None:
-        self._maybe_fail()
-        self.states.append((issue, state_id))
-
-    def _maybe_fail(self) -> None:
-        if self.failures_left > 0:
-            self.failures_left -= 1
-            raise TrackerError(self.failure_message)

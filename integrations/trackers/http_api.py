@@ -48,8 +48,9 @@ class JsonApi:
     sleep: Sleep = asyncio.sleep
     clock: Clock = time.time
     max_attempts: int = 4
-    # Never sleep longer than this on one rate limit: the caller is usually a webhook,
-    # a stop or a reconciliation pass. The error, if it comes to one, carries the full wait.
+    # A rate limit asking to wait longer than this is not slept through: the caller (a
+    # webhook, a stop, a reconciliation pass) gets TrackerError with ``retry_after`` and
+    # backs off on its own schedule.
     max_wait_seconds: float = 60.0
     rate_limited: Callable[[httpx.Response], bool] = lambda response: response.status_code == 429
 
@@ -89,12 +90,13 @@ class JsonApi:
             if isinstance(outcome, httpx.Response):
                 return outcome
             failure, status, wait, limited = outcome
+            if wait > self.max_wait_seconds:
+                break
             if attempt < self.max_attempts:
-                delay = min(wait, self.max_wait_seconds)
-                _log_retry(self.name, method, path, attempt, delay, failure)
-                await self.sleep(delay)
+                _log_retry(self.name, method, path, attempt, wait, failure)
+                await self.sleep(wait)
         raise TrackerError(
-            f"{self.name} {method} {path} failed after {self.max_attempts} attempts: {failure}",
+            f"{self.name} {method} {path} failed after {attempt} attempts: {failure}",
             status=status,
             retry_after=wait if limited else None,
         )

@@ -15,9 +15,9 @@ import pytest
 import respx
 
 from integrations.trackers.base import Gone, Notice, Signal, Ticket, TicketRef, TrackerError
-from integrations.trackers.fake import Vocabulary
 from integrations.trackers.jira import ADAPTER, JiraSettings, JiraTracker
 from integrations.trackers.jira.api import JiraApi
+from integrations.trackers.vocabulary import Vocabulary
 from tests.integration.http_ports import Clock, Sleeps
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "jira"

@@ -200,7 +200,7 @@ async def test_a_429_without_retry_after_waits_until_the_rate_limit_reset(
     assert sleeps.calls == [12.0]
 
 
-async def test_a_429_wait_is_capped_at_a_minute(
+async def test_a_429_asking_for_more_than_a_minute_is_handed_back_not_slept(
     plane: respx.MockRouter, client: PlaneClient, sleeps: Sleeps
 ) -> None:
     plane.patch(ITEM_PATH).mock(
@@ -209,8 +209,10 @@ async def test_a_429_wait_is_capped_at_a_minute(
             httpx.Response(200, json={}),
         ]
     )
-    await client.set_state(PROJECT, ISSUE, STOP)
-    assert sleeps.calls == [60.0]
+    with pytest.raises(TrackerError) as caught:
+        await client.set_state(PROJECT, ISSUE, STOP)
+    assert (caught.value.status, caught.value.retry_after) == (429, 3600.0)
+    assert sleeps.calls == []
 
 
 async def test_a_503_twice_then_success_backs_off(

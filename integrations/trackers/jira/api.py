@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from integrations.trackers.base import Gone, Notice, Ticket, TicketRef, TrackerError
-from integrations.trackers.fake import Vocabulary
 from integrations.trackers.http_api import Clock, JsonApi, Sleep, segment
 from integrations.trackers.jira import adf, issues, reading
+from integrations.trackers.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 

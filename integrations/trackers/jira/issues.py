@@ -6,9 +6,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from integrations.trackers.base import Ticket, TicketRef
-from integrations.trackers.fake import Vocabulary
 from integrations.trackers.jira import adf, reading, wiki
 from integrations.trackers.jira.reading import Fail
+from integrations.trackers.vocabulary import Vocabulary
 
 TRACKER = "jira"
 FIELDS = ("status", "summary", "description", "labels", "updated", "project")

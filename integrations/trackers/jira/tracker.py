@@ -21,12 +21,12 @@ from integrations.trackers.base import (
     TrackerEvent,
     TrackerSettings,
 )
-from integrations.trackers.fake import Vocabulary
 from integrations.trackers.http_api import Clock, Sleep
 from integrations.trackers.jira import webhook
 from integrations.trackers.jira.api import JiraApi
 from integrations.trackers.jira.issues import TRACKER
 from integrations.trackers.jira.settings import JiraSettings
+from integrations.trackers.vocabulary import Vocabulary
 
 NO_API = (
     "Jira has no API credentials: set [trackers.jira] base_url, email and api_token "

@@ -19,9 +19,9 @@ from integrations.trackers.base import (
     Ticket,
     TrackerEvent,
 )
-from integrations.trackers.fake import Vocabulary
 from integrations.trackers.jira import issues, reading
 from integrations.trackers.signing import signature_matches
+from integrations.trackers.vocabulary import Vocabulary
 
 SIGNATURE_HEADER = "X-Hub-Signature"
 SIGNATURE_PREFIX = "sha256="

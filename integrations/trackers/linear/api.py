@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from integrations.trackers.base import Gone, Notice, Ticket, TicketRef, TrackerError
-from integrations.trackers.fake import Vocabulary
 from integrations.trackers.linear import issues
 from integrations.trackers.linear.graphql import EntityNotFound, LinearGraphQL
+from integrations.trackers.vocabulary import Vocabulary
 
 PAGE_SIZE = 100
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from integrations.trackers.base import Ticket, TicketRef
-from integrations.trackers.fake import Vocabulary
 from integrations.trackers.linear import reading
 from integrations.trackers.linear.reading import Fail
+from integrations.trackers.vocabulary import Vocabulary
 
 TRACKER = "linear"
 

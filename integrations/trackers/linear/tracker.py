@@ -21,13 +21,13 @@ from integrations.trackers.base import (
     TrackerEvent,
     TrackerSettings,
 )
-from integrations.trackers.fake import Vocabulary
 from integrations.trackers.http_api import Clock, Sleep
 from integrations.trackers.linear import webhook
 from integrations.trackers.linear.api import LinearApi
 from integrations.trackers.linear.graphql import LinearGraphQL
 from integrations.trackers.linear.issues import TRACKER
 from integrations.trackers.linear.settings import LinearSettings
+from integrations.trackers.vocabulary import Vocabulary
 
 NO_API_KEY = (
     "Linear has no API key: set [trackers.linear] api_key (CONVEYOR_LINEAR_API_KEY) "

@@ -18,9 +18,9 @@ from integrations.trackers.base import (
     Ticket,
     TrackerEvent,
 )
-from integrations.trackers.fake import Vocabulary
 from integrations.trackers.linear import issues, reading
 from integrations.trackers.signing import signature_matches
+from integrations.trackers.vocabulary import Vocabulary
 
 SIGNATURE_HEADER = "Linear-Signature"
 DELIVERY_HEADER = "Linear-Delivery"

@@ -24,12 +24,12 @@ from integrations.trackers.base import (
     TrackerEvent,
     header,
 )
-from integrations.trackers.fake import Vocabulary
 from integrations.trackers.markup import html_to_markdown, notice_html
 from integrations.trackers.plane import webhook
 from integrations.trackers.plane.api import PlaneClient, ProjectIdentifiers, StateNames
 from integrations.trackers.plane.settings import PlaneSettings
 from integrations.trackers.plane.webhook import PlaneEvent
+from integrations.trackers.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
