@@ -192,14 +192,16 @@ async def test_an_exhausted_rate_limit_403_waits_until_the_reset(
     assert sleeps.calls == [12.0]
 
 
-async def test_a_long_rate_limit_is_waited_for_briefly_then_reported_with_its_wait(
+async def test_a_long_rate_limit_is_handed_back_not_slept_through(
     api: respx.MockRouter, github: GitHubTracker, sleeps: Sleeps
 ) -> None:
-    api.get(ISSUE_42).respond(403, headers={"Retry-After": "900"}, json={"message": "limit"})
+    route = api.get(ISSUE_42).respond(
+        403, headers={"Retry-After": "900"}, json={"message": "limit"}
+    )
     with pytest.raises(TrackerError) as failed:
         await github.read(REF_42)
     assert (failed.value.status, failed.value.retry_after) == (403, 900.0)
-    assert sleeps.calls == [60.0, 60.0, 60.0]  # JsonApi's cap: reconciliation backs off
+    assert sleeps.calls == [] and route.call_count == 1  # reconciliation backs off instead
 
 
 async def test_a_plain_403_is_not_a_rate_limit_and_says_what_to_grant(

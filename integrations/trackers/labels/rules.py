@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import SecretStr, field_validator
 
 from integrations.trackers.base import Signal, TrackerSettings
-from integrations.trackers.fake import Vocabulary
+from integrations.trackers.vocabulary import Vocabulary
 from integrations.trackers.labels.fields import MAX_ID_CHARS
 
 StopOnClose = Literal["never", "not_planned", "any"]
