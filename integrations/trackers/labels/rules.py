@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import SecretStr, field_validator
 
 from integrations.trackers.base import Signal, TrackerSettings
-from integrations.trackers.vocabulary import Vocabulary
 from integrations.trackers.labels.fields import MAX_ID_CHARS
+from integrations.trackers.vocabulary import Vocabulary
 
 StopOnClose = Literal["never", "not_planned", "any"]
 
