@@ -23,10 +23,17 @@ log = logging.getLogger(__name__)
 
 
 def all_routes() -> list[BaseRoute]:
-    from bot.api import meta, stop, tasks
+    from bot.api import meta, reconcile, stop, tasks
     from bot.intake import route as webhooks
 
-    return [*health.routes, *meta.routes, *webhooks.routes, *stop.routes, *tasks.routes]
+    return [
+        *health.routes,
+        *meta.routes,
+        *webhooks.routes,
+        *stop.routes,
+        *tasks.routes,
+        *reconcile.routes,
+    ]
 
 
 def create_app(

@@ -14,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.engine import dispatch, reaper
 from bot.engine.workers import WorkerPool, worker_prefix
+from bot.intake import reconcile
 from bot.services import Services
 from bot.stopplane import finalizer
 from bot.stopplane import intent as stopplane
@@ -28,8 +29,9 @@ WATCHDOG_SECONDS = 5.0
 
 @contextlib.asynccontextmanager
 async def started(svc: Services) -> AsyncIterator[None]:
-    """Reconcile, then run workers and the scheduler until the app stops."""
-    await reconcile(svc)
+    """Recover what a dead server left, then run workers and the scheduler until the app
+    stops; workers claim once the first reconciliation pass has read the tickets."""
+    await recover_interrupted(svc)
     pool = WorkerPool(
         svc.settings,
         svc.store,
@@ -38,11 +40,13 @@ async def started(svc: Services) -> AsyncIterator[None]:
         svc.wake,
         run=functools.partial(dispatch.execute, svc),
         on_crash=functools.partial(dispatch.settle_crash, svc),
+        claims_open=svc.claims_open,
     )
     svc.workers = pool
     scheduler = svc.scheduler = build_scheduler(svc)
     scheduler.start()
     await pool.start()
+    svc.launch(first_reconciliation(svc), name="reconcile-startup")
     try:
         yield
     finally:
@@ -85,6 +89,10 @@ def build_scheduler(svc: Services) -> AsyncIOScheduler:
             min(WATCHDOG_SECONDS, svc.settings.workers.max_runtime_seconds / 2),
         ),
     ]
+    if reconciling(svc):
+        schedule.append(
+            ("conveyor.reconcile", reconcile_tick, svc.settings.reconcile.interval_seconds)
+        )
     for job_id, tick, seconds in schedule:
         scheduler.add_job(
             _quiet_on_shutdown(tick),
@@ -97,7 +105,45 @@ def build_scheduler(svc: Services) -> AsyncIOScheduler:
     return scheduler
 
 
-async def reconcile(svc: Services) -> None:
+def reconciling(svc: Services) -> bool:
+    """Reconciliation is on and some tracker with an API serves a repo."""
+    projects = svc.settings.projects()
+    return svc.settings.reconcile.enabled and any(
+        tracker.has_api and projects.get(name) for name, tracker in svc.trackers.items()
+    )
+
+
+async def reconcile_tick(svc: Services) -> None:
+    await reconcile.reconcile_all(svc)
+
+
+async def first_reconciliation(svc: Services) -> None:
+    """The start-up pass; claims open when it has read the tickets, or when
+    `reconcile.startup_wait_seconds` ran out (the tracker cannot be reached)."""
+    if not reconciling(svc):
+        svc.claims_open.set()
+        return
+    wait = svc.settings.reconcile.startup_wait_seconds
+    try:
+        reports = await asyncio.wait_for(reconcile.reconcile_all(svc, force=True), wait)
+    except TimeoutError:
+        log.warning(
+            "start-up reconciliation did not finish in time; interrupted jobs resume anyway",
+            extra={"delay": wait},
+        )
+    else:
+        failed = [r.tracker for r in reports if r.error]
+        if failed:
+            log.warning(
+                "start-up reconciliation could not reach a tracker; jobs resume after the wait",
+                extra={"tracker": ",".join(failed), "delay": wait},
+            )
+            await asyncio.sleep(wait)
+    finally:
+        svc.claims_open.set()
+
+
+async def recover_interrupted(svc: Services) -> None:
     """Nothing stays "running" forever: settle jobs a dead server left, resume resets."""
     for job in await svc.store.run_read(jobs.running_jobs):
         if _orphaned(job):

@@ -8,7 +8,8 @@ shares the database, with nothing to keep in step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, Connection, Table, func, select
 
 from bot.engine.agents import AgentRegistry
+from bot.intake.health import TrackerHealth
 from state.errors import StoreError
 from state.models import ALL_STAGES, JobStatus, StopStatus
 from state.schema import jobs, pending_cleanups, stop_records, tasks
@@ -40,7 +42,13 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0)
 class Metrics:
     """The app's metrics and the hooks that feed them (`Services.metrics`)."""
 
-    def __init__(self, store: Store, agents: AgentRegistry | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        agents: AgentRegistry | None = None,
+        reconcile: Mapping[str, TrackerHealth] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.deliveries = Counter(
             "conveyor_webhook_deliveries",
@@ -64,12 +72,29 @@ class Metrics:
             "conveyor_stop_terminal_seconds",
             "From a stop request to the task being terminal (cancelled).",
         )
+        self.reconcile_passes = Counter(
+            "conveyor_reconcile_passes",
+            "Reconciliation passes, by tracker and result (ok, error).",
+            ["tracker", "result"],
+            registry=self.registry,
+        )
+        self.missed_webhooks = Counter(
+            "conveyor_missed_webhooks",
+            "Changes a reconciliation pass found that no webhook had delivered.",
+            ["tracker"],
+            registry=self.registry,
+        )
         self.registry.register(StoreGauges(store, agents))
+        self.registry.register(ReconcileLag(reconcile or {}, clock))
         for outcome in STOP_OUTCOMES:
             self.stops.labels(outcome)  # present at 0 before the first stop
 
     def webhook(self, tracker: str, outcome: str) -> None:
         self.deliveries.labels(tracker, outcome).inc()
+
+    def reconcile_pass(self, tracker: str, result: str, missed: int) -> None:
+        self.reconcile_passes.labels(tracker, result).inc()
+        self.missed_webhooks.labels(tracker).inc(missed)
 
     def stop_requested(self, outcome: str) -> None:
         """A new stop decided: stop_requested, stop_deferred or noop_already_terminal."""
@@ -138,6 +163,26 @@ def _counts(conn: Connection, column: ColumnElement[Any], known: list[str]) -> d
 def _count(conn: Connection, where: ColumnElement[bool], table: Table) -> int:
     query = select(func.count()).select_from(table).where(where)
     return int(conn.execute(query).scalar_one())
+
+
+class ReconcileLag(Collector):
+    """Seconds since each tracker's last good reconciliation pass, read at scrape time."""
+
+    def __init__(self, health: Mapping[str, TrackerHealth], clock: Callable[[], float]) -> None:
+        self.health = health
+        self.clock = clock
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "conveyor_reconcile_lag_seconds",
+            "Seconds since the tracker's last successful reconciliation pass.",
+            labels=["tracker"],
+        )
+        now = self.clock()
+        for tracker, health in sorted(self.health.items()):
+            if health.last_ok_at is not None:
+                family.add_metric([tracker], max(0.0, now - health.last_ok_at))
+        return [family]
 
 
 class StoreGauges(Collector):

@@ -30,7 +30,9 @@ async def running(
         await anyio.to_thread.run_sync(upgrade, svc.store.engine)
     svc.data_dir.mkdir(parents=True, exist_ok=True)
     # Without workers, the gauge of agent processes reads the store instead.
-    svc.metrics = Metrics(svc.store, svc.agents if background else None)
+    svc.metrics = Metrics(
+        svc.store, svc.agents if background else None, svc.reconcile, svc.clock.now
+    )
     async with contextlib.AsyncExitStack() as stack:
         svc.http = await stack.enter_async_context(httpx.AsyncClient(timeout=TRACKER_TIMEOUT))
         settings = svc.settings

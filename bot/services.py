@@ -14,6 +14,7 @@ import httpx
 
 from bot.clock import Clock, SystemClock
 from bot.engine.agents import AgentRegistry
+from bot.intake.health import TrackerHealth
 from bot.settings import RepoSettings, Settings
 from integrations.trackers.base import Tracker
 from state.store import Store
@@ -50,6 +51,10 @@ class Services:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # work is waiting
     resets: set[str] = field(default_factory=set)  # stop ids whose reset runs here
     stop_timings: StopTimings = field(default_factory=StopTimings)
+    reconcile: dict[str, TrackerHealth] = field(default_factory=dict)  # by tracker
+    # Workers claim only once the first reconciliation pass has read the tickets (or its
+    # wait ran out): an agent whose ticket went to STOP while we were down never restarts.
+    claims_open: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # work behind answers
 
     @property

@@ -192,6 +192,17 @@ tickets_seen = Table(
     Column("updated_at", Float),  # the tracker's own updated_at, epoch seconds
 )
 
+# Up to when each tracker project has been reconciled (0003): a pass lists what changed
+# since its watermark (less an overlap), so a restart resumes where the last pass ended.
+reconcile_watermarks = Table(
+    "reconcile_watermarks",
+    metadata,
+    Column("tracker", String(32), primary_key=True),
+    Column("project", String(200), primary_key=True),
+    Column("watermark", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 # Tasks per stage and jobs per status, kept exact by triggers (migration 0002), so that
 # GET /queue reads a handful of rows instead of counting whole tables.
 counts = Table(

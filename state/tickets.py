@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from state.schema import tickets_seen
+from state.schema import reconcile_watermarks, tickets_seen
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,39 @@ def remember(conn: Connection, seen: SeenTicket) -> None:
             set_={k: stmt.excluded[k] for k in values if k not in keys},
         )
     )
+
+
+def watermark(conn: Connection, tracker: str, project: str) -> float | None:
+    """Up to when (epoch seconds) a tracker project has been reconciled, if ever."""
+    value = conn.execute(
+        select(reconcile_watermarks.c.watermark).where(
+            reconcile_watermarks.c.tracker == tracker, reconcile_watermarks.c.project == project
+        )
+    ).scalar_one_or_none()
+    return None if value is None else float(value)
+
+
+def set_watermark(conn: Connection, tracker: str, project: str, at: float, now: float) -> None:
+    """Move a project's watermark forward (never back)."""
+    values = {"tracker": tracker, "project": project, "watermark": at, "updated_at": now}
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(reconcile_watermarks).values(values)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["tracker", "project"],
+            set_={"watermark": stmt.excluded.watermark, "updated_at": stmt.excluded.updated_at},
+            where=reconcile_watermarks.c.watermark < stmt.excluded.watermark,
+        )
+    )
+
+
+def live_tickets(conn: Connection, tracker: str) -> list[tuple[int, str, str, str]]:
+    """(task id, project, issue id, key) of the tracker's live (non-terminal) tasks."""
+    from state.schema import tasks
+
+    rows = conn.execute(
+        select(tasks.c.id, tasks.c.project_id, tasks.c.issue_id, tasks.c.key)
+        .where(tasks.c.tracker == tracker, tasks.c.stage.not_in(("done", "cancelled")))
+        .order_by(tasks.c.id)
+    ).all()
+    return [(r.id, r.project_id or "", r.issue_id, r.key) for r in rows]

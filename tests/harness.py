@@ -100,6 +100,9 @@ def base_settings(
             "lease_seconds": 6,
         },
         "stop": {"grace_seconds": 2, "finalizer_interval_seconds": 0.2},
+        # The fake tracker's API side knows no tickets unless a test puts them there:
+        # reconciliation tests turn it on.
+        "reconcile": {"enabled": False},
         "trackers": {
             "plane": {
                 "webhook_secret": SECRET,

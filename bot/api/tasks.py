@@ -11,6 +11,8 @@ from starlette.routing import Route
 
 from bot.api import views
 from bot.api.http import error, services
+from bot.intake.health import TrackerHealth
+from bot.services import Services
 from state.jobs import jobs_for_task
 from state.queue import queue_summary
 from state.stops import cleanups_for_task, stops_for_task
@@ -27,7 +29,25 @@ async def queue(request: Request) -> Response:
     svc = services(request)
     stop = svc.settings.stop
     doc = await svc.store.run_read(queue_summary, stop_enabled=stop.enabled, stop_repos=stop.repos)
+    doc["reconcile"] = reconcile_block(svc)
     return JSONResponse(doc)
+
+
+def reconcile_block(svc: Services) -> dict[str, object]:
+    """Reconciliation health per tracker with an API, as this process saw it."""
+    now = svc.clock.now()
+    projects = svc.settings.projects()
+    trackers = {
+        name: svc.reconcile.get(name, TrackerHealth()).as_json(now)
+        for name, tracker in sorted(svc.trackers.items())
+        if tracker.has_api and projects.get(name)
+    }
+    settings = svc.settings.reconcile
+    return {
+        "enabled": settings.enabled,
+        "interval_seconds": settings.interval_seconds,
+        "trackers": trackers,
+    }
 
 
 async def list_tasks(request: Request) -> Response:

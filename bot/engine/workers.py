@@ -54,12 +54,14 @@ class WorkerPool:
         *,
         run: Run,
         on_crash: Run,
+        claims_open: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.agents = agents
         self.wake = wake
+        self._claims_open = claims_open
         self._run = run
         self._on_crash = on_crash
         self._loops: list[asyncio.Task[None]] = []
@@ -91,6 +93,8 @@ class WorkerPool:
     async def _loop(self, index: int) -> None:
         worker_id = f"{worker_prefix()}{index}"
         wake = self.wake
+        if self._claims_open is not None:
+            await self._claims_open.wait()
         settings = self.settings.workers
         while not self._closing:
             job = await self._claim(worker_id)

@@ -24,6 +24,7 @@ from state.store import (
     insert_task,
     latest_task_for_issue,
     live_task_for_issue,
+    tombstone_task_keys,
     update_task,
 )
 
@@ -45,6 +46,8 @@ class StatusChange:
     correlation_id: str | None = None  # the delivery id
     diff_labels: bool = False  # the sender sent the full label list: diff it with the last
     deleted: bool = False  # the ticket is gone from the tracker
+    previously: tickets.SeenTicket | None = None  # what was seen of it before this change
+    requested_by: str | None = None  # who asks, when not a person (`<tracker>:reconcile`)
 
     @property
     def issue_id(self) -> str:
@@ -137,7 +140,10 @@ def _route_tx(
     row = record_delivery(conn, event.tracker, dedup_key, event.delivery_id, now)
     if row is None:
         return None
-    change = _with_label_diff(conn, tracker, change_of(event, repo))
+    assert event.ticket is not None  # the intake routes only events about a ticket
+    previously = tickets.last_seen(conn, event.tracker, event.ticket.ref.issue_id)
+    change = _with_label_diff(conn, tracker, change_of(event, repo), previously)
+    change = dataclasses.replace(change, previously=previously)
     remember_ticket(conn, change.ticket, now)
     decided = decide_status(conn, svc, change, now)
     answer = decided.answer
@@ -145,13 +151,14 @@ def _route_tx(
     return change, decided
 
 
-def _with_label_diff(conn: Connection, tracker: Tracker, change: StatusChange) -> StatusChange:
+def _with_label_diff(
+    conn: Connection, tracker: Tracker, change: StatusChange, seen: tickets.SeenTicket | None
+) -> StatusChange:
     """A sender that sends only the full label list (Gitea): what was added since the
     labels last seen for the ticket decides the signal."""
     if not change.diff_labels:
         return change
     ticket = change.ticket
-    seen = tickets.last_seen(conn, change.tracker, change.issue_id)
     before = set(seen.labels) if seen is not None else set()
     added = frozenset(label for label in ticket.labels if label not in before)
     signal = tracker.signal_for_labels(added)
@@ -183,10 +190,21 @@ def _start(conn: Connection, change: StatusChange, now: float) -> Answer:
     if task is None:
         return _create(conn, change, now)
     if task.stage is Stage.DONE:
-        return ignored("already_done", task=task.key, task_id=task.id)
+        if not entered_start(change.previously):
+            return ignored("already_done", task=task.key, task_id=task.id)
+        # Moved back into a start state after its task ended: a fresh task.
+        tombstone_task_keys(conn, task, now)
+        add_event(conn, task.id, "superseded_by_restart", now, actor=_actor(change))
+        return _create(conn, change, now)
     if open_stop(conn, task.id) is not None or task.cancel_requested_at is not None:
         return ignored("stop_in_progress", task=task.key, task_id=task.id)
     return _relaunch(conn, task, change, now)
+
+
+def entered_start(previously: tickets.SeenTicket | None) -> bool:
+    """True when the ticket was last seen outside a start state: moving it (back) into
+    one is an edge. Never seen is not an edge for a ticket that has had a task."""
+    return previously is not None and previously.signal != Signal.START.value
 
 
 def _create(conn: Connection, change: StatusChange, now: float) -> Answer:
@@ -249,7 +267,7 @@ def _stop(
     result = stopplane.decide_stop(
         conn,
         task.id,
-        f"{change.tracker}:{change.actor or 'unknown'}",
+        change.requested_by or f"{change.tracker}:{change.actor or 'unknown'}",
         reason or f"ticket moved to {change.state_name}",
         change.correlation_id,
         now,

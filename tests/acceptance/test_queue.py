@@ -70,6 +70,8 @@ async def test_an_empty_store_answers_all_zeros(tmp_path: Path, db_url: str) -> 
             "cleanup_pending": [],
             "recent": [],
         },
+        # No tracker has API credentials here: nothing to reconcile.
+        "reconcile": {"enabled": True, "interval_seconds": 15.0, "trackers": {}},
     }
 
 
@@ -136,6 +138,22 @@ def test_the_schema_refuses_what_the_contract_does_not_allow() -> None:
                     "by": "plane:ada",
                 }
             ],
+        },
+        "reconcile": {
+            "enabled": True,
+            "interval_seconds": 15,
+            "trackers": {
+                "plane": {
+                    "last_ok_at": "2026-11-20T09:14:03Z",
+                    "lag_seconds": 3.1,
+                    "last_error": None,
+                    "passes": 120,
+                    "stops_found": 1,
+                    "starts_found": 0,
+                    "missed_webhooks": 1,
+                    "backoff_until": None,
+                }
+            },
         },
     }
     validator = queue_schema()

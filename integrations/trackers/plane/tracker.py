@@ -48,9 +48,9 @@ _MAX_PAGES = 50
 _IGNORED_KINDS = {
     webhook.EventKind.NOT_AN_ISSUE: "not_an_issue_event",
     webhook.EventKind.DELETED: "deleted",
-    webhook.EventKind.CREATED: "not_a_state_change",
     webhook.EventKind.OTHER_FIELD: "not_a_state_change",
 }
+_STATE_KINDS = (webhook.EventKind.STATE_CHANGE, webhook.EventKind.CREATED)
 _KINDS = {
     webhook.EventKind.STATE_CHANGE: EventKind.STATE_CHANGE,
     webhook.EventKind.CREATED: EventKind.CREATED,
@@ -69,6 +69,9 @@ class PlaneTracker:
         self.vocabulary = Vocabulary.of(
             settings.start_states, settings.stop_states, settings.confirm_deploy_states
         )
+        # State id → name per project, learnt from every delivery's `data.state`: a STOP
+        # whose `data` already shows a newer state is still known by its id.
+        self.learnt_states: dict[tuple[str, str], str] = {}
         self.client: PlaneClient | None = None
         self._states: StateNames | None = None
         self._identifiers: ProjectIdentifiers | None = None
@@ -100,11 +103,13 @@ class PlaneTracker:
             raise BadSignature(BAD_SIGNATURE)
 
     def parse(self, headers: Headers, body: bytes) -> TrackerEvent:
-        event = webhook.parse_event(body, event_header=header(headers, "X-Plane-Event"))
+        event = self._learn(
+            webhook.parse_event(body, event_header=header(headers, "X-Plane-Event"))
+        )
         delivery = (header(headers, "X-Plane-Delivery") or "").strip()[:MAX_DELIVERY_CHARS]
         ticket = self._ticket(event) if event.kind is not webhook.EventKind.NOT_AN_ISSUE else None
         actor = (event.actor_name or event.actor_id or "").replace("\x00", "")[:MAX_ACTOR_CHARS]
-        state = event.state_name if event.kind is webhook.EventKind.STATE_CHANGE else None
+        state = event.state_name if event.kind in _STATE_KINDS else None
         return TrackerEvent(
             tracker=self.name,
             kind=_KINDS.get(event.kind, EventKind.OTHER),
@@ -116,7 +121,7 @@ class PlaneTracker:
             actor=actor or None,
             actor_id=event.actor_id,
             delivery_id=delivery or None,
-            ignore=self._ignore_reason(event),
+            ignore=self._ignore_reason(event, self.vocabulary.signal(state)),
         )
 
     def signal_for_labels(self, added: frozenset[str]) -> Signal | None:
@@ -135,6 +140,8 @@ class PlaneTracker:
         if state is None and event.state_id and self._states is not None:
             found = await self._states.resolve(ticket.ref.project, event.state_id)
             state = None if found is None else found.name
+            if found is not None:
+                self.learnt_states[(ticket.ref.project, found.id)] = found.name
         if state is None:
             return dataclasses.replace(event, ticket=ticket, ignore="unknown_state")
         ticket = dataclasses.replace(ticket, state=state, signal=self.vocabulary.signal(state))
@@ -179,9 +186,22 @@ class PlaneTracker:
             )
         return self.client
 
-    def _ignore_reason(self, event: PlaneEvent) -> str | None:
+    def _learn(self, event: PlaneEvent) -> PlaneEvent:
+        """Remember the sent state's name; name the event's state from what was learnt."""
+        project = event.project_id or ""
+        if event.sent_state_id and event.sent_state_name:
+            self.learnt_states[(project, event.sent_state_id)] = event.sent_state_name
+        if event.state_name is None and event.state_id:
+            known = self.learnt_states.get((project, event.state_id))
+            if known is not None:
+                return dataclasses.replace(event, state_name=known)
+        return event
+
+    def _ignore_reason(self, event: PlaneEvent, signal: Signal | None) -> str | None:
         if event.kind in _IGNORED_KINDS:
             return _IGNORED_KINDS[event.kind]
+        if event.kind is webhook.EventKind.CREATED and signal is not Signal.START:
+            return "not_a_state_change"  # created elsewhere than a start state
         bot = self.settings.bot_actor_id
         if bot and event.actor_id == bot:
             return "own_change"  # conveyor's own API calls come back as webhooks

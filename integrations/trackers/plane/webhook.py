@@ -72,6 +72,10 @@ class PlaneEvent:
     dedup_key: str
     description_html: str = ""
     labels: tuple[str, ...] = ()
+    # `data.state` as sent, which can be newer than the change itself (Plane reads `data`
+    # when it sends): a name for its id, never the state this event moved to.
+    sent_state_id: str | None = None
+    sent_state_name: str | None = None
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -202,6 +206,8 @@ def _event(
         dedup_key=dedup_key,
         description_html=_text_or_none(record.get("description_html")) or "",
         labels=_label_names(record.get("labels")),
+        sent_state_id=_sent_state(record)[0],
+        sent_state_name=_sent_state(record)[1],
     )
 
 
@@ -374,6 +380,13 @@ def _ref_id(value: Any) -> str | None:
 
 def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
+
+
+def _sent_state(record: dict[str, Any]) -> tuple[str | None, str | None]:
+    state = record.get("state")
+    if not isinstance(state, dict):
+        return None, None
+    return _text_or_none(state.get("id")), _text_or_none(state.get("name"))
 
 
 def _sequence_id(value: Any) -> int | None:

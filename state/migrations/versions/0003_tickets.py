@@ -1,5 +1,6 @@
 """What conveyor knows of a ticket: the task keeps the ticket's link, description and
-labels (for the agent's ticket file); `tickets_seen` keeps the last state and labels
+labels (for the agent's ticket file); `reconcile_watermarks` the time up to which each
+tracker project has been reconciled; `tickets_seen` keeps the last state and labels
 seen per ticket, from webhooks and reconciliation passes (edges, label diffs); the
 task's pull request (number and web URL) for pull-request mode.
 
@@ -39,9 +40,17 @@ def upgrade() -> None:
         sa.Column("seen_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float()),
     )
+    op.create_table(
+        "reconcile_watermarks",
+        sa.Column("tracker", sa.String(32), primary_key=True),
+        sa.Column("project", sa.String(200), primary_key=True),
+        sa.Column("watermark", sa.Float(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("reconcile_watermarks")
     op.drop_table("tickets_seen")
     with op.batch_alter_table("tasks") as batch:
         for name in ("pr_url", "pr_number", "ticket_state", "labels", "description", "url"):
