@@ -10,11 +10,12 @@ from collections.abc import Mapping
 
 import httpx
 
-from integrations.trackers import jira, linear, plane
+from integrations.trackers import gitea, github, jira, linear, plane
 from integrations.trackers.base import Adapter, Tracker, TrackerSettings
 
 ADAPTERS: Mapping[str, Adapter] = {
-    adapter.name: adapter for adapter in (plane.ADAPTER, linear.ADAPTER, jira.ADAPTER)
+    adapter.name: adapter
+    for adapter in (plane.ADAPTER, github.ADAPTER, gitea.ADAPTER, linear.ADAPTER, jira.ADAPTER)
 }
 
 

@@ -151,6 +151,14 @@ def _route_tx(
     return change, decided
 
 
+async def remember_ignored(svc: Services, event: TrackerEvent) -> None:
+    """An event not acted on still shows the ticket's labels now (a label removed, one
+    that means nothing): keep them, so the next full label list is diffed right."""
+    if event.ticket is None or not (event.ticket.labels or event.labels_to_diff is not None):
+        return
+    await svc.store.run(remember_ticket, event.ticket, svc.clock.now())
+
+
 def _with_label_diff(
     conn: Connection, tracker: Tracker, change: StatusChange, seen: tickets.SeenTicket | None
 ) -> StatusChange:
@@ -167,8 +175,13 @@ def _with_label_diff(
 
 
 def remember_ticket(conn: Connection, ticket: Ticket, now: float) -> None:
-    """Keep what was seen of the ticket: the next event or pass compares with it."""
+    """Keep what was seen of the ticket: the next event or pass compares with it. A
+    snapshot without a state (a delivery about another field) keeps the state seen."""
     updated = ticket.updated_at.timestamp() if ticket.updated_at else None
+    if ticket.state is None:
+        seen = tickets.last_seen(conn, ticket.ref.tracker, ticket.ref.issue_id)
+        if seen is not None and seen.state is not None:
+            ticket = dataclasses.replace(ticket, state=seen.state)
     tickets.remember(
         conn,
         tickets.SeenTicket(

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from bot.api.http import error, services
 from bot.intake.answers import Answer, ignored
-from bot.intake.lifecycle import route_once
+from bot.intake.lifecycle import remember_ignored, route_once
 from bot.services import Services
 from integrations.trackers.base import Refused, Tracker, TrackerEvent
 
@@ -28,6 +28,12 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_DEDUP_KEY_CHARS = 200  # the store's column; longer keys are hashed
 TOO_LARGE = f"body is larger than {MAX_BODY_BYTES} bytes; refusing"
 UNKNOWN_TRACKER = "no tracker named {name!r} (this server knows: {known})"
+
+
+# Ignored events that still show the ticket as it is now (its labels): worth keeping.
+_SEEN_WHEN_IGNORED = frozenset(
+    {"not_a_state_change", "label_not_handled", "closed_not_stopping", "own_change"}
+)
 
 
 class TooLarge(Refused):
@@ -89,6 +95,8 @@ async def intake(svc: Services, tracker: Tracker, event: TrackerEvent) -> Answer
     """Ignore what conveyor does not act on; route the rest exactly once."""
     key = event.ticket.ref.key if event.ticket is not None else None
     if event.ignore is not None:
+        if event.ignore in _SEEN_WHEN_IGNORED:
+            await remember_ignored(svc, event)
         return ignored(event.ignore, task=key)
     if event.ticket is None:
         return ignored("no_ticket")

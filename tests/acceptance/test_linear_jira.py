@@ -225,7 +225,6 @@ async def test_jira_start_stop_reset_redelivery_and_delete(tmp_path: Path) -> No
 
 
 async def test_plane_linear_and_jira_side_by_side_without_crosstalk(tmp_path: Path) -> None:
-    from tests.harness import PROJECT
 
     with respx.mock(assert_all_called=False, assert_all_mocked=False) as router:
         comment_routes(router)
@@ -234,25 +233,7 @@ async def test_plane_linear_and_jira_side_by_side_without_crosstalk(tmp_path: Pa
                 assert (await post(client, kind, kind.send(kind.key, "To Analyse", None)))[
                     "outcome"
                 ] == "started"
-            state_id, group = STATES["To Analyse"]
-            body = json.dumps(
-                build_v1_payload(
-                    issue_id="20617384-0d13-472c-a860-e7f89295b2f5",
-                    project_id=PROJECT,
-                    sequence_id=7,
-                    title="Plane ticket",
-                    state_id=state_id,
-                    state_name="To Analyse",
-                    state_group=group,
-                    old_state_id=None,
-                    actor_id="196f02c6-b57b-497f-bd05-8bb8840a685d",
-                    actor_name="ada",
-                    updated_at="2026-12-02T10:00:00.000000Z",
-                )
-            ).encode()
-            headers = {"X-Plane-Signature": sign(SECRET, body), "X-Plane-Event": "issue"}
-            plane = await client.post("/webhooks/plane", content=body, headers=headers)
-            assert plane.json()["outcome"] == "started"
+            assert (await plane_start(client))["outcome"] == "started"
             tasks = {k: await agent_running(svc, k) for k in ("ENG-7", "OPS-9", "PROJ-7")}
             assert {t.repo for t in tasks.values()} == {"linear-app", "jira-app", "plane-app"}
             assert {t.tracker for t in tasks.values()} == {"linear", "jira", "plane"}
@@ -266,6 +247,28 @@ async def test_plane_linear_and_jira_side_by_side_without_crosstalk(tmp_path: Pa
             await post(client, LINEAR, LINEAR.send("ENG-7", "STOP", None))
             await until_stage(svc, "ENG-7", Stage.CANCELLED)
             assert (await task_of(svc, "PROJ-7")).stage is Stage.ANALYSIS
+
+
+async def plane_start(client: httpx.AsyncClient) -> Any:
+    """A signed Plane "To Analyse" for PROJ-7 (the Plane repo of a mixed setup)."""
+    state_id, group = STATES["To Analyse"]
+    body = json.dumps(
+        build_v1_payload(
+            issue_id="20617384-0d13-472c-a860-e7f89295b2f5",
+            project_id=PROJECT,
+            sequence_id=7,
+            title="Plane ticket",
+            state_id=state_id,
+            state_name="To Analyse",
+            state_group=group,
+            old_state_id=None,
+            actor_id="196f02c6-b57b-497f-bd05-8bb8840a685d",
+            actor_name="ada",
+            updated_at="2026-12-02T10:00:00.000000Z",
+        )
+    ).encode()
+    headers = {"X-Plane-Signature": sign(SECRET, body), "X-Plane-Event": "issue"}
+    return (await client.post("/webhooks/plane", content=body, headers=headers)).json()
 
 
 def _jobs(conn: Any, task_id: int) -> Any:

@@ -1,0 +1,167 @@
+"""GitHub and Gitea/Forgejo through the real app, with real agents, real git and a bare
+remote, respx standing in for their APIs: labels start and stop the work, closing as
+not planned stops it on GitHub, Gitea's full label lists are diffed with the last seen,
+and Plane and GitHub run side by side without crosstalk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import respx
+
+from integrations.processes import group_alive
+from integrations.trackers.gitea import payloads as gitea_payloads
+from integrations.trackers.github import payloads as github_payloads
+from state.models import Stage
+from tests.acceptance.test_linear_jira import (
+    Kind,
+    agent_running,
+    post,
+    served,
+    task_of,
+    until_stage,
+)
+from tests.gitrepo import git
+from tests.harness import wait_until
+
+GITHUB_API = "https://api.github.test"
+GITEA_URL = "https://gitea.test"
+GITHUB_SECRET = "github-webhook-secret-0123456789"
+GITEA_SECRET = "gitea-webhook-secret-0123456789"
+
+
+def _github(label: str | None, action: str = "labeled", delivery: str | None = None):  # type: ignore[no-untyped-def]
+    return github_payloads.build_delivery(
+        secret=GITHUB_SECRET,
+        full_name="acme/widgets",
+        number=12,
+        label=label,
+        action=action,
+        delivery=delivery,
+        api_url=GITHUB_API,
+    )
+
+
+def _gitea(labels: list[str], delivery: str | None = None):  # type: ignore[no-untyped-def]
+    return gitea_payloads.build_delivery(
+        secret=GITEA_SECRET,
+        full_name="acme/gadgets",
+        number=5,
+        label=labels[-1],
+        labels=labels[:-1],
+        delivery=delivery,
+        base_url=GITEA_URL,
+    )
+
+
+GITHUB = Kind(
+    "github",
+    "github-app#12",
+    "acme/widgets",
+    {"webhook_secret": GITHUB_SECRET, "token": "ghp_test_token_0123456789", "api_url": GITHUB_API},
+    lambda key, state, delivery: _github(state, delivery=delivery),
+    lambda key: _github(None, action="closed"),
+)
+GITEA = Kind(
+    "gitea",
+    "gitea-app#5",
+    "acme/gadgets",
+    {"webhook_secret": GITEA_SECRET, "token": "gitea_test_token_0123456789", "base_url": GITEA_URL},
+    lambda key, state, delivery: _gitea([state], delivery),
+    lambda key: _gitea(["conveyor:stop"]),
+)
+
+
+async def test_github_labels_start_and_stop_and_closing_as_not_planned_stops(
+    tmp_path: Path,
+) -> None:
+    with respx.mock(assert_all_called=False, assert_all_mocked=False) as router:
+        comments = router.post(f"{GITHUB_API}/repos/acme/widgets/issues/12/comments").respond(
+            201, json={"id": 1}
+        )
+        async with served(tmp_path, [GITHUB]) as (client, svc):
+            first = _github("conveyor:analyse", delivery="gh-1")
+            assert await post(client, GITHUB, first) == {
+                "outcome": "started",
+                "task": "github-app#12",
+            }
+            assert (await post(client, GITHUB, first))["outcome"] == "duplicate"
+            task = await agent_running(svc, GITHUB.key)
+            worktree = Path(task.worktree_path or "")
+            other = await post(client, GITHUB, _github("bug"))
+            assert other == {
+                "outcome": "ignored",
+                "task": "github-app#12",
+                "reason": "label_not_handled",
+            }
+            assert (await post(client, GITHUB, _github("conveyor:stop")))[
+                "outcome"
+            ] == "stop_requested"
+            done = await until_stage(svc, GITHUB.key, Stage.CANCELLED)
+            assert done.outcome == "cancelled_graceful" and not worktree.exists()
+            bare = tmp_path / "github-app-remote.git"
+            assert git(bare, "branch", "--list", "conveyor/*") == ""
+            await wait_until(_count(comments, 1), 10, "one comment")
+            body = json.loads(comments.calls[0].request.content)["body"]
+            assert "conveyor stopped github-app#12" in body
+            auth = comments.calls[0].request.headers["Authorization"]
+            assert auth == "Bearer ghp_test_token_0123456789"
+
+            assert (await post(client, GITHUB, _github("conveyor:analyse")))["outcome"] == "started"
+            await agent_running(svc, GITHUB.key)
+            closed = await post(client, GITHUB, _github(None, action="closed"))
+            assert closed["outcome"] == "stop_requested"
+            fresh = await until_stage(svc, GITHUB.key, Stage.CANCELLED)
+            assert fresh.id != done.id
+
+
+async def test_gitea_full_label_lists_are_diffed_with_the_last_seen(tmp_path: Path) -> None:
+    with respx.mock(assert_all_called=False, assert_all_mocked=False) as router:
+        comments = router.post(f"{GITEA_URL}/api/v1/repos/acme/gadgets/issues/5/comments").respond(
+            201, json={"id": 1}
+        )
+        async with served(tmp_path, [GITEA]) as (client, svc):
+            start = _gitea(["conveyor:analyse"], delivery="gt-1")
+            assert (await post(client, GITEA, start))["outcome"] == "started"
+            task = await agent_running(svc, GITEA.key)
+            pgid = [j for j in await svc.store.run_read(_jobs, task.id) if j.pgid][0].pgid
+            # A label that means nothing, sent with the full list: nothing new to act on.
+            again = await post(client, GITEA, _gitea(["conveyor:analyse", "bug"]))
+            assert again["outcome"] != "started"
+            stop = await post(client, GITEA, _gitea(["conveyor:analyse", "bug", "conveyor:stop"]))
+            assert stop["outcome"] == "stop_requested"
+            await until_stage(svc, GITEA.key, Stage.CANCELLED)
+            assert not group_alive(pgid)
+            await wait_until(_count(comments, 1), 10, "one comment")
+            assert comments.calls[0].request.headers["Authorization"].startswith("token ")
+
+
+async def test_plane_and_github_side_by_side_without_crosstalk(tmp_path: Path) -> None:
+    from tests.acceptance.test_linear_jira import plane_start
+
+    with respx.mock(assert_all_called=False, assert_all_mocked=False) as router:
+        router.post(url__regex=rf"{GITHUB_API}/.*").respond(201, json={"id": 1})
+        async with served(tmp_path, [GITHUB], plane=True) as (client, svc):
+            assert (await post(client, GITHUB, _github("conveyor:analyse")))["outcome"] == "started"
+            assert (await plane_start(client))["outcome"] == "started"
+            gh = await agent_running(svc, GITHUB.key)
+            pl = await agent_running(svc, "PROJ-7")
+            assert (gh.repo, pl.repo) == ("github-app", "plane-app")
+            await post(client, GITHUB, _github("conveyor:stop"))
+            await until_stage(svc, GITHUB.key, Stage.CANCELLED)
+            still = await task_of(svc, "PROJ-7")
+            assert still.stage is Stage.ANALYSIS and Path(still.worktree_path or "").is_dir()
+
+
+def _jobs(conn, task_id):  # type: ignore[no-untyped-def]
+    from state.jobs import jobs_for_task
+
+    return jobs_for_task(conn, task_id)
+
+
+def _count(route: respx.Route, times: int):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return route.call_count == times
+
+    return check
