@@ -108,6 +108,7 @@ async def _check_one_outcome(h: Harness, task_id: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~40 s idle; past 120 s on a loaded 2-core CI machine
 async def test_stop_racing_completion(tmp_path: Path) -> None:
     overrides = {
         "agents.analysis": ANALYSIS,
