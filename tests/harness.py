@@ -199,6 +199,23 @@ class Harness:
         return git(self.bare, "rev-parse", f"refs/heads/{branch}")
 
 
+class ManualClock:
+    """The clock port, moved by hand: schedule maths checked without waiting for it."""
+
+    def __init__(self, t: float = 1_796_035_300.0) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+        await asyncio.sleep(0)
+
+
 async def wait_until(
     check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "condition"
 ) -> Any:
