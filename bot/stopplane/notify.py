@@ -1,5 +1,9 @@
 """Reset step 9: one comment on the ticket (and the one notice of a deferred stop). A
-tracker failure is logged and never breaks a stop."""
+tracker failure is logged and never breaks a stop.
+
+The comment carries a marker with the stop's id; before posting, a tracker that can look
+(``CommentLookup``) is asked whether a comment with that marker is already there, so a
+reset resumed after a crash between the post and its record does not post twice."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 from typing import Any
 
 from bot.services import Services
-from integrations.trackers.base import Notice, TicketRef
+from integrations.trackers.base import CommentLookup, Notice, TicketRef, Tracker
 from state import stops
 from state.models import StopRecord, Task
 from state.store import get_task, original_key
@@ -62,12 +66,28 @@ async def _comment(svc: Services, task: Task, notice: Notice) -> bool:
         key=original_key(task.key),
     )
     try:
+        if await _already_posted(tracker, ref, notice.marker):
+            log.info(
+                "tracker comment already posted",
+                extra={"task": original_key(task.key), "action": notice.marker},
+            )
+            return True
         await tracker.comment(ref, notice)
         return True
     except Exception as exc:  # a tracker failure must never break a stop
         log.warning(
             "tracker comment failed", extra={"task": original_key(task.key), "error": str(exc)}
         )
+        return False
+
+
+async def _already_posted(tracker: Tracker, ref: TicketRef, marker: str) -> bool:
+    if not marker or not isinstance(tracker, CommentLookup):
+        return False
+    try:
+        return await tracker.has_comment(ref, marker)
+    except Exception as exc:  # cannot look: post (a second comment beats none at all)
+        log.warning("tracker comments not readable", extra={"error": str(exc)})
         return False
 
 

@@ -49,6 +49,7 @@ async def run_reset(svc: Services, stop_id: str) -> None:
                 return
         failpoint(f"before:{name}")
         result = await step(svc, rec, task)
+        failpoint(f"done:{name}")  # the step's effect is out, its record not yet in
         # The stop closes with its last step, so a crash before the comment resumes
         # and still sends it, and nobody sees a closed stop with a step missing.
         close_at = svc.clock.now() if name == STEPS[-1][0] else None
@@ -69,7 +70,8 @@ _NEEDS_FRESH_TASK = frozenset({"worktree", "remote_branch"})
 
 
 def failpoint(point: str) -> None:
-    """Crash-test hook: `CONVEYOR_FAILPOINT=after:jobs` SIGKILLs this server right there.
+    """Crash-test hook: `CONVEYOR_FAILPOINT=after:jobs` SIGKILLs this server right there
+    (`before:`, `done:` (done, not yet recorded) or `after:` any step of STEPS).
 
     Only the kill -9 acceptance tests set it; it proves a reset resumes from any step.
     """

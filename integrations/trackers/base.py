@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -224,6 +224,17 @@ class Tracker(Protocol):
 
     async def comment(self, ref: TicketRef, notice: Notice) -> None:
         """Post a comment on the ticket; TrackerError when the tracker refuses."""
+        ...
+
+
+@runtime_checkable
+class CommentLookup(Protocol):
+    """A tracker that can tell whether a comment carrying a Notice's marker is already on
+    the ticket: what makes the stop's one comment idempotent across a crash between the
+    post and its record."""
+
+    async def has_comment(self, ref: TicketRef, marker: str) -> bool:
+        """True when a comment on the ticket carries ``marker``; TrackerError otherwise."""
         ...
 
 

@@ -143,6 +143,10 @@ class FakeTracker:
         self.notices.append((ref, notice))
         self.comments.append((ref, notice.as_markdown()))
 
+    async def has_comment(self, ref: TicketRef, marker: str) -> bool:
+        self._call(f"comments {ref.issue_id}")
+        return any(r.issue_id == ref.issue_id and marker in text for r, text in self.comments)
+
     # -- driving it from a test ---------------------------------------------------------
 
     def put(self, ticket: Ticket) -> Ticket:

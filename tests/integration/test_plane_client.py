@@ -146,6 +146,35 @@ async def test_comment_posts_internal_html_with_the_api_key(
     }
 
 
+def _comments_page(htmls: list[str], cursor: str, more: bool) -> dict[str, Any]:
+    comment = sample("comment_created")
+    results = [{**comment, "comment_html": html} for html in htmls]
+    return {"results": results, "next_cursor": cursor, "next_page_results": more}
+
+
+async def test_comments_html_follows_the_cursor(
+    plane: respx.MockRouter, client: PlaneClient
+) -> None:
+    marked = "<p>conveyor stopped PROJ-42.</p><!-- conveyor:stop:s1 -->"
+    route = plane.get(f"{ITEM_PATH}comments/").mock(
+        side_effect=[
+            httpx.Response(200, json=_comments_page(["<p>a person</p>"], "100:1:0", True)),
+            httpx.Response(200, json=_comments_page([marked], "100:2:0", False)),
+        ]
+    )
+    assert await client.comments_html(PROJECT, ISSUE) == ["<p>a person</p>", marked]
+    assert route.call_count == 2
+    assert route.calls[1].request.url.params["cursor"] == "100:1:0"
+
+
+async def test_a_comments_answer_without_results_is_a_tracker_error(
+    plane: respx.MockRouter, client: PlaneClient
+) -> None:
+    plane.get(f"{ITEM_PATH}comments/").respond(200, json={"detail": "no"})
+    with pytest.raises(TrackerError, match="no comments"):
+        await client.comments_html(PROJECT, ISSUE)
+
+
 async def test_set_state_patches_the_work_item(
     plane: respx.MockRouter, client: PlaneClient
 ) -> None:

@@ -43,6 +43,9 @@ class PlaneState:
     group: str
 
 
+_MAX_COMMENT_PAGES = 20
+
+
 class PlaneClient:
     """Plane's REST API: ``X-API-Key`` auth, retries on 429/5xx/transport errors."""
 
@@ -127,6 +130,27 @@ class PlaneClient:
     async def comment(self, project_id: str, issue_id: str, html: str) -> None:
         body = {"comment_html": html, "access": "INTERNAL"}
         await self._request("POST", f"{self._issue_path(project_id, issue_id)}comments/", json=body)
+
+    async def comments_html(self, project_id: str, issue_id: str) -> list[str]:
+        """The ``comment_html`` of every comment on the work item, following the cursor."""
+        path = f"{self._issue_path(project_id, issue_id)}comments/"
+        found: list[str] = []
+        params: dict[str, str] = {"per_page": "100"}
+        for _ in range(_MAX_COMMENT_PAGES):
+            page = await self._get_json(path, params)
+            items = page if isinstance(page, list) else page.get("results")
+            if not isinstance(items, list):
+                raise TrackerError(f"Plane GET {self._prefix}{path}: answer has no comments")
+            found += [
+                c["comment_html"]
+                for c in items
+                if isinstance(c, dict) and isinstance(c.get("comment_html"), str)
+            ]
+            cursor = page.get("next_cursor") if isinstance(page, dict) else None
+            if not isinstance(page, dict) or not page.get("next_page_results") or not cursor:
+                return found
+            params = {"per_page": "100", "cursor": str(cursor)}
+        raise TrackerError(f"Plane GET {self._prefix}{path}: more than {_MAX_COMMENT_PAGES} pages")
 
     async def set_state(self, project_id: str, issue_id: str, state_id: str) -> None:
         await self._request(

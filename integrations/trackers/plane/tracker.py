@@ -177,6 +177,11 @@ class PlaneTracker:
     async def comment(self, ref: TicketRef, notice: Notice) -> None:
         await self._api().comment(ref.project, ref.issue_id, notice_html(notice))
 
+    async def has_comment(self, ref: TicketRef, marker: str) -> bool:
+        """Whether a comment on the work item carries the marker (an HTML comment)."""
+        bodies = await self._api().comments_html(ref.project, ref.issue_id)
+        return any(marker in body for body in bodies)
+
     # -- helpers ------------------------------------------------------------------------
 
     def _api(self) -> PlaneClient:
