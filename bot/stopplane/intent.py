@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.services import Services
 from bot.stopplane import notify as reset_notify
@@ -36,12 +37,20 @@ class StopResult:
 
 
 def task_facts(conn: Connection, task: Task) -> Facts:
-    """What the critical window depends on, read in the caller's transaction."""
-    running = [j for j in jobs.live_jobs_for_task(conn, task.id) if j.status is JobStatus.RUNNING]
+    """What the critical window depends on, read in the caller's transaction; unknown
+    when the store cannot say (the window then counts as open: fail-closed)."""
+    try:
+        with conn.begin_nested():  # a failed read must not poison the caller's transaction
+            live = jobs.live_jobs_for_task(conn, task.id)
+            holds_lease = jobs.lease_of_task(conn, task.id) is not None
+    except (SQLAlchemyError, ValueError) as exc:
+        log.warning("critical window undeterminable", extra={"task": task.key, "error": str(exc)})
+        return Facts(has_running_job=None, holds_lease=None)
+    running = [j for j in live if j.status is JobStatus.RUNNING]
     return Facts(
         has_running_job=bool(running),
         running_job_stage=running[0].stage if running else None,
-        holds_lease=jobs.lease_of_task(conn, task.id) is not None,
+        holds_lease=holds_lease,
     )
 
 
