@@ -22,6 +22,10 @@ from bench.common import to_toml
 from bot.stopplane.reset import STEPS
 from integrations.processes import processes_with_env
 from integrations.trackers.plane.webhook import sign
+from state.db import make_engine
+from state.jobs import get_job
+from state.models import JobStatus
+from state.store import Store, events_for_task
 from tests.acceptance.test_serve import free_port, wait_for
 from tests.gitrepo import make_repo
 from tests.harness import (
@@ -232,3 +236,71 @@ def _assert_done_once(
     until(lambda: len(plane.comments) >= 1, 5, "comment")
     time.sleep(0.3)
     assert len(plane.comments) == 1
+
+
+# Works until told to stop, exits on SIGTERM; changes nothing in the worktree, so that
+# running it twice is no different from running it once.
+WAITING_AGENT = """\
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+open(os.path.join(os.environ["CONVEYOR_DOCS_DIR"], "started"), "w").write("yes")
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigterm_to_serve_stops_agents_and_requeues_without_a_retry(tmp_path: Path) -> None:
+    repo, _ = make_repo(tmp_path)
+    doc = base_settings(
+        tmp_path,
+        repo,
+        **{
+            "stop.grace_seconds": GRACE,
+            "agents.implementation": write_agent(tmp_path / "agents", "impl.py", WAITING_AGENT),
+        },
+    )
+    config = tmp_path / "conveyor.toml"
+    config.write_text(to_toml(doc))
+    server = Server(tmp_path, config, free_port())
+    h = Harness.__new__(Harness)  # only for its payload builder
+    h.sent = 0
+    try:
+        server.start()
+        assert server.send(h.payload("To Analyse")).json()["outcome"] == "started"
+        job = until(lambda: running_job(server), 30, "agent running")
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        # The agent was stopped with the server, not left behind.
+        assert processes_with_env("CONVEYOR_RUN_ID", job["run_id"]) == []
+
+        store = Store(make_engine(doc["server"]["database_url"]))
+        try:
+            row = store.query(get_job, job["id"])
+            kinds = [e["kind"] for e in store.query(events_for_task, row.task_id)]
+        finally:
+            store.dispose()
+        assert row is not None and row.status is JobStatus.QUEUED, row
+        assert (row.attempt, row.pid, row.run_id) == (1, None, None)  # no retry counted
+        assert "retry_scheduled" not in kinds and "blocked" not in kinds
+
+        # Back up, the same job runs again: a fresh run of the same attempt.
+        server.start()
+        again = until(lambda: _running_again(server, job), 30, "agent running again")
+        assert (again["id"], again["attempt"]) == (job["id"], 1)
+        implementation = [
+            j for j in server.get("/tasks/PROJ-42")["jobs"] if j["stage"] == "implementation"
+        ]
+        assert len(implementation) == 1
+    finally:
+        server.stop()
+
+
+def _running_again(server: Server, before: dict[str, Any]) -> dict[str, Any] | None:
+    doc = server.get("/tasks/PROJ-42")
+    for j in doc.get("jobs", []):
+        if j["stage"] == "implementation" and j.get("pid") and j["run_id"] != before["run_id"]:
+            return j  # type: ignore[no-any-return]
+    return None
