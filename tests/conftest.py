@@ -84,3 +84,12 @@ def store(db_url: str) -> Iterator[Store]:
     s = Store(engine)
     yield s
     s.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def app_db(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The app's database as a settings override: the stop plane's acceptance tests run
+    on SQLite (the harness's default) and on a fresh PostgreSQL database of their own."""
+    if request.param == "sqlite":
+        return {}
+    return {"server.database_url": request.getfixturevalue("postgres_url")}

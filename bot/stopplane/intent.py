@@ -18,7 +18,7 @@ from state import jobs, stops
 from state.errors import StaleVersionError
 from state.machine import Facts, Trigger, critical_window, decide
 from state.models import JobStatus, StopRecord, StopStatus, Task
-from state.store import add_event, get_task, update_task
+from state.store import add_event, get_task, original_key, update_task
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +183,12 @@ def _decide(
         correlation=correlation,
         **({"window": window} if window else {}),
     )
-    return StopResult(outcome, task.key, task.id, rec.id, new), True
+    return StopResult(outcome, original_key(task.key), task.id, rec.id, new), True
 
 
 def _same(task: Task, rec: StopRecord) -> StopResult:
     outcome = "stop_deferred" if rec.status is StopStatus.DEFERRED else "stop_requested"
-    return StopResult(outcome, task.key, task.id, rec.id, False)
+    return StopResult(outcome, original_key(task.key), task.id, rec.id, False)
 
 
 def _terminal(
@@ -216,13 +216,17 @@ def _terminal(
             outcome="superseded",
         )
         add_event(conn, task.id, "stop_superseded", now, actor=requested_by, stop_id=rec.id)
-        return StopResult("noop_already_terminal", task.key, task.id, rec.id)
-    # Late callers of a stop that already finished get its stop_id: one stop, one id.
+        return StopResult("noop_already_terminal", original_key(task.key), task.id, rec.id)
+    # Late callers of a stop that already finished get its stop_id: one stop, one id. The
+    # task turns terminal one step before the stop closes (its comment is the last step),
+    # so the stop that cancelled it may still be open.
+    ending = (StopStatus.DONE, StopStatus.OPEN)
     closing = next(
-        (r for r in reversed(stops.stops_for_task(conn, task.id)) if r.status is StopStatus.DONE),
+        (r for r in reversed(stops.stops_for_task(conn, task.id)) if r.status in ending),
         None,
     )
-    return StopResult("noop_already_terminal", task.key, task.id, closing.id if closing else None)
+    stop_id = closing.id if closing else None
+    return StopResult("noop_already_terminal", original_key(task.key), task.id, stop_id)
 
 
 def deferred_ready(conn: Connection, rec: StopRecord, now: float) -> bool:

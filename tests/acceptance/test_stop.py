@@ -7,6 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from bot.stopplane.finalizer import finalizer_tick
 from integrations.processes import group_alive, processes_with_env
 from state import stops
 from state.models import JobStatus, Stage
@@ -46,8 +47,8 @@ async def cancelled(h: Harness, ref: str = "PROJ-42"):  # type: ignore[no-untype
     return await wait_until(check, timeout=20, what="task cancelled")
 
 
-async def test_cooperative_agent_full_reset(tmp_path: Path) -> None:
-    async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT)) as h:
+async def test_cooperative_agent_full_reset(tmp_path: Path, app_db: dict[str, str]) -> None:
+    async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT), **app_db) as h:
         main_before = h.remote_sha()
         assert (await h.send("To Analyse")).json()["outcome"] == "started"
         job = await running_job(h)
@@ -59,9 +60,14 @@ async def test_cooperative_agent_full_reset(tmp_path: Path) -> None:
         answer = await h.send("STOP")
         assert answer.status_code == 202
         assert answer.json()["outcome"] == "stop_requested" and answer.json()["stop_id"]
-        while group_alive(job.pgid) and time.monotonic() - sent < 5:
+        while group_alive(job.pgid) and time.monotonic() - sent < 10:
             await asyncio.sleep(0.01)
-        assert time.monotonic() - sent < 1.5, "process group not empty within 1.5 s"
+        # A cooperative agent leaves on the SIGTERM, long before the 2 s grace ends; the
+        # margin is a loaded machine's (bench/ measures the tight figure).
+        assert not group_alive(job.pgid), "process group not empty 10 s after the STOP"
+        steps = await _steps_when_closed(h)
+        assert steps["processes"]["forced"] is False
+        assert steps["processes"]["term_to_kill_seconds"] is None  # no SIGKILL was sent
 
         done = await cancelled(h)
         assert done.outcome == "cancelled_graceful"
@@ -88,8 +94,19 @@ async def _ready(value: bool) -> bool:
     return value
 
 
-async def test_term_ignoring_agent_with_grandchildren_is_killed_at_grace(tmp_path: Path) -> None:
-    async with running(tmp_path, **agents(tmp_path, STUBBORN_AGENT)) as h:
+async def _steps_when_closed(h: Harness, ref: str = "PROJ-42"):  # type: ignore[no-untyped-def]
+    async def closed():  # type: ignore[no-untyped-def]
+        task = await h.task(ref)
+        recs = await h.store.run_read(stops.stops_for_task, task.id)
+        return stops.stop_steps(recs[0]) if recs and "processes" in recs[0].steps else None
+
+    return await wait_until(closed, timeout=20, what="processes step recorded")
+
+
+async def test_term_ignoring_agent_with_grandchildren_is_killed_at_grace(
+    tmp_path: Path, app_db: dict[str, str]
+) -> None:
+    async with running(tmp_path, **agents(tmp_path, STUBBORN_AGENT), **app_db) as h:
         await h.send("To Analyse")
         job = await running_job(h)
         assert len(processes_with_env("CONVEYOR_RUN_ID", job.run_id or "")) >= 3
@@ -98,16 +115,19 @@ async def test_term_ignoring_agent_with_grandchildren_is_killed_at_grace(tmp_pat
         assert answer.json()["outcome"] == "stop_requested"
         done = await cancelled(h)
         assert done.outcome == "cancelled_forced"
-        assert time.monotonic() - sent < 4.0
+        assert time.monotonic() - sent < 2.0 + 8.0  # the grace, and a loaded machine's slack
         assert processes_with_env("CONVEYOR_RUN_ID", job.run_id or "") == []
         records = await h.store.run_read(stops.stops_for_task, done.id)
         steps = stops.stop_steps(records[0])["processes"]
-        assert 1.7 <= steps["term_to_kill_seconds"] <= 2.3
+        # SIGKILL only once the grace (2 s, counted from the request) is over: never much
+        # before it; after it by whatever a busy machine adds (the order is the promise;
+        # the exact escalation is checked on a manual clock in test_processes).
+        assert 1.5 <= steps["term_to_kill_seconds"] <= 2.0 + 5.0
         assert steps["forced"] is True
 
 
-async def test_hundred_concurrent_stops_converge(tmp_path: Path) -> None:
-    async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT)) as h:
+async def test_hundred_concurrent_stops_converge(tmp_path: Path, app_db: dict[str, str]) -> None:
+    async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT), **app_db) as h:
         await h.send("To Analyse")
         await running_job(h)
         bodies = [h.payload("STOP") for _ in range(100)]  # distinct content: no dedup
@@ -118,6 +138,7 @@ async def test_hundred_concurrent_stops_converge(tmp_path: Path) -> None:
         assert ("stop_requested", None) in outcomes
         assert outcomes <= {("stop_requested", None), ("ignored", "already_terminal")}
         assert len({a.json()["stop_id"] for a in answers}) == 1
+        assert {a.json()["task"] for a in answers} == {"PROJ-42"}  # never the tombstone
         done = await cancelled(h)
         records = await h.store.run_read(stops.stops_for_task, done.id)
         assert len(records) == 1
@@ -209,7 +230,8 @@ async def test_rerun_after_cancel_starts_fresh(tmp_path: Path) -> None:
         assert fresh.branch == first.branch  # recreated after the reset deleted it
         still = await h.store.run_read(get_task, old.id)
         assert still.stage is Stage.CANCELLED and parse_tombstone(still.key)
-        # Two finalizer ticks later the new run is still running: no old flag kills it.
-        await asyncio.sleep(0.6)
+        # Two finalizer passes later the new run is still running: no old flag kills it.
+        await finalizer_tick(h.svc)
+        await finalizer_tick(h.svc)
         assert group_alive(second_job.pgid)
         assert (await h.task()).stage is Stage.IMPLEMENTATION

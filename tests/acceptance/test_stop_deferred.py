@@ -30,8 +30,10 @@ async def merging(h: Harness):  # type: ignore[no-untyped-def]
     return await wait_until(check, timeout=90, what="merge started")
 
 
-async def test_stop_during_merge_is_deferred_then_applied(tmp_path: Path) -> None:
-    async with running(tmp_path) as h:
+async def test_stop_during_merge_is_deferred_then_applied(
+    tmp_path: Path, app_db: dict[str, str]
+) -> None:
+    async with running(tmp_path, **app_db) as h:
         main_before = h.remote_sha()
         # Every push is slow from the start: a hook installed once review is done can
         # come too late on a loaded machine (the merge's push already under way).
