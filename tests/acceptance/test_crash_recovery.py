@@ -168,12 +168,34 @@ POINTS = [
 @pytest.mark.timeout(300)  # ~10 s each idle: two server starts, an agent, a reset
 @pytest.mark.parametrize(("point", "agent"), POINTS, ids=[p for p, _ in POINTS])
 def test_reset_resumes_after_kill_9(tmp_path: Path, point: str, agent: str) -> None:
+    _kill_9_then_resume(tmp_path, point, agent, {})
+
+
+# PostgreSQL: the points where the database's own recovery matters most (the intent only,
+# mid-grace, the jobs' cancel uncommitted, the comment out and unrecorded).
+PG_POINTS = [
+    p for p in POINTS if p[0] in ("before:processes", "mid-grace", "done:jobs", "done:notify")
+]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("point", "agent"), PG_POINTS, ids=[p for p, _ in PG_POINTS])
+def test_reset_resumes_after_kill_9_on_postgresql(
+    tmp_path: Path, point: str, agent: str, postgres_url: str
+) -> None:
+    _kill_9_then_resume(tmp_path, point, agent, {"server.database_url": postgres_url})
+
+
+def _kill_9_then_resume(tmp_path: Path, point: str, agent: str, overrides: dict[str, str]) -> None:
     plane = FakePlane()
     repo, bare = make_repo(tmp_path)
     doc = base_settings(
         tmp_path,
         repo,
         **{
+            **overrides,
             "stop.grace_seconds": GRACE,
             "agents.implementation": write_agent(tmp_path / "agents", "impl.py", agent),
             "trackers.plane.base_url": plane.url,
