@@ -48,8 +48,10 @@ def _with_db(url: str, name: str) -> str:
 
 
 @pytest.fixture
-def postgres_url(pg_template: str | None) -> Iterator[str]:
+def postgres_url(pg_template: str | None, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for one test."""
+    # Marked in the JUnit report, so that .ci/run can count the PostgreSQL tests that ran.
+    request.node.user_properties.append(("database", "postgresql"))
     if pg_template is None:
         pytest.skip(PG_SKIP)
     base = os.environ[PG_ENV]
