@@ -174,3 +174,11 @@ def test_ref_format_examples(name: str, valid: bool) -> None:
     assert (ref_format_problem(name) is None) is valid
     if name:
         assert git_accepts(name) is valid or name == "@"
+
+
+@pytest.mark.parametrize("name", ["main", "master", "Master", "refs/heads/master", "MAIN"])
+def test_main_and_master_are_protected_whatever_the_default(name: str) -> None:
+    # Mutation testing found "master" unprotected by any test when the default is not it.
+    assert is_protected(name, default_branch=DEFAULT, protected=())
+    reason = deletion_refusal(name, task_branch=name, default_branch=DEFAULT, protected=())
+    assert reason is not None and "protected" in reason
