@@ -168,3 +168,34 @@ def test_critical_window(
 def test_relaunch_guard_is_pure() -> None:
     assert relaunch_allowed(make_task(S.ANALYSIS), IDLE)
     assert not relaunch_allowed(make_task(S.REVIEW), IDLE)
+
+
+# -- found by mutation testing: decisions no test pinned ---------------------------------
+
+
+def test_a_running_merge_job_holding_the_lease_is_critical_before_the_merge_call() -> None:
+    facts = Facts(has_running_job=True, running_job_stage="merge", holds_lease=True)
+    assert critical_window(make_task(S.MERGE), facts) == "merge"
+
+
+def test_default_facts_are_known_and_idle() -> None:
+    # Facts() means "nothing runs, no lease": known, so not the fail-closed "unknown".
+    assert critical_window(make_task(S.MERGE), Facts()) is None
+    assert relaunch_allowed(make_task(S.ANALYSIS), Facts())
+
+
+def test_done_records_when_and_the_outcome() -> None:
+    d = decide(make_task(S.DEPLOY), Trigger.ADVANCE, now=NOW, facts=IDLE)
+    assert d.changes == {"stage": S.DONE, "done_at": NOW, "outcome": "done"}
+
+
+def test_block_records_its_reason() -> None:
+    d = decide(make_task(S.REVIEW), Trigger.BLOCK, now=NOW, facts=IDLE, reason="exit 3")
+    assert d.changes == {"stage": S.BLOCKED, "blocked_reason": "exit 3"}
+    bare = decide(make_task(S.REVIEW), Trigger.BLOCK, now=NOW, facts=IDLE)
+    assert bare.changes["blocked_reason"] == ""
+
+
+def test_a_stop_without_an_outcome_is_plainly_cancelled() -> None:
+    d = decide(make_task(S.REVIEW), Trigger.STOP, now=NOW, facts=IDLE)
+    assert d.changes["outcome"] == "cancelled"
