@@ -241,6 +241,7 @@ def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
         "processes": _summarise([]),
         "jobs": {"cancelled": jobs.cancel_task_jobs(conn, task.id, now), "late_processes": 0},
         "lease": {"released": jobs.release_lease(conn, task.id)},
+        "pull_request": {"closed": False, "reason": "no pull request"},
         "worktree": {"removed": False, "reason": "no worktree"},
         "remote_branch": {"deleted": False, "reason": "no branch"},
     }

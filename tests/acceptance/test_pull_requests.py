@@ -1,0 +1,240 @@
+"""Pull-request mode through the real app: real agents, real git with a bare remote, and
+GitHub's API in respx over that remote (tests/forge_sim.py). Ticket → PR opened →
+checks pending → green → merged → branch deleted; a failing check blocks; STOP before
+the merge closes the PR; STOP during the merge call is deferred; a branch the forge
+protects is never deleted; push mode deletes the merged branch too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import respx
+
+from state import jobs, stops
+from state.models import Stage, Task
+from state.store import events_for_task
+from tests.forge_sim import FORGE_REPO, GITHUB_API, GITHUB_WEB, GitHubSim
+from tests.gitrepo import git
+from tests.harness import Harness, running, wait_until, write_agent
+
+pytestmark = pytest.mark.timeout(180)
+
+TOKEN = "ghp_pull_request_token_0123456789"
+# Commits a file of its own per task and stage (three tasks merge without conflicts) and
+# says which pull request it saw.
+AGENT = """\
+#!/bin/sh
+set -e
+name="$(echo "$CONVEYOR_TASK_KEY" | tr -c 'A-Za-z0-9\\n' '_')-$CONVEYOR_STAGE.txt"
+echo "$CONVEYOR_STAGE of $CONVEYOR_TASK_KEY" > "$name"
+git add "$name"
+git commit -q -m "$CONVEYOR_STAGE by agent"
+echo "${CONVEYOR_PR_URL:-none}" > "$CONVEYOR_DOCS_DIR/$CONVEYOR_STAGE.pr"
+"""
+
+
+def _settings(tmp_path: Path, **repo: Any) -> dict[str, Any]:
+    command = write_agent(tmp_path / "agents", "pr-agent.sh", AGENT)
+    return {
+        "repo_settings": {
+            "merge": "pull_request",
+            "forge": "github",
+            "forge_repo": FORGE_REPO,
+            **repo,
+        },
+        "trackers.github.token": TOKEN,
+        "trackers.github.api_url": GITHUB_API,
+        "agents.analysis": command,
+        "agents.implementation": command,
+        "agents.review": command,
+    }
+
+
+@contextlib.asynccontextmanager
+async def pr_mode(tmp_path: Path, **repo: Any) -> AsyncIterator[tuple[Harness, GitHubSim]]:
+    with respx.mock(assert_all_called=False) as router:
+        kw = _settings(tmp_path, **repo)
+        async with running(tmp_path, **kw) as h:
+            sim = GitHubSim(h.bare, checks={"ci/build": "pending"})
+            sim.install(router, GITHUB_API)
+            yield h, sim
+
+
+async def _stage(h: Harness, stage: Stage, ref: str = "PROJ-42") -> Task:
+    async def check() -> Task | None:
+        task = await h.task(ref)
+        return task if task.stage is stage else None
+
+    return await wait_until(check, timeout=90, what=f"{ref} in {stage.value}")
+
+
+async def _reads(sim: GitHubSim, at_least: int) -> bool:
+    return sum(c.startswith("GET /repos/acme/app/commits/") for c in sim.calls) >= at_least
+
+
+async def _events(h: Harness, task: Task) -> list[dict[str, Any]]:
+    return await h.store.run_read(events_for_task, task.id)
+
+
+async def test_ticket_to_merged_pull_request_then_the_branch_is_deleted(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        await h.send("To Analyse")
+        waiting = await _stage(h, Stage.MERGE)
+        assert len(sim.created) == 1
+        assert sim.created[0] == {
+            "title": "PROJ-42: Fix login redirect loop",
+            "head": waiting.branch,
+            "base": "main",
+            "body": sim.created[0]["body"],
+        }
+        assert "PROJ-42: Fix login redirect loop" in sim.created[0]["body"]
+        assert "conveyor opened this pull request" in sim.created[0]["body"]
+        # Checks pending: the merge stage waits outside the critical window.
+        await wait_until(lambda: _reads(sim, 2), timeout=30, what="checks read twice")
+        waiting = await h.task()
+        assert waiting.stage is Stage.MERGE and waiting.merge_initiated_at is None
+        assert (waiting.pr_number, waiting.pr_url) == (42, f"{GITHUB_WEB}/acme/app/pull/42")
+        assert await h.store.run_read(jobs.lease_holder, "app") == waiting.id
+        shown = (await h.client.get("/tasks/PROJ-42")).json()["task"]
+        assert shown["pr_number"] == 42 and shown["pr_url"] == waiting.pr_url
+        docs = h.svc.docs_dir(waiting.key)
+        assert (docs / "implementation.pr").read_text().strip() == "none"
+        assert (docs / "review.pr").read_text().strip() == waiting.pr_url  # CONVEYOR_PR_URL
+        assert sim.merges == []
+
+        sim.checks["ci/build"] = "success"
+        done = await _stage(h, Stage.DONE)
+        assert sim.merges == [{"merge_method": "merge", "sha": done.branch_sha}]
+        assert done.merge_sha == h.remote_sha("main")
+        subject = git(h.bare, "log", "-1", "--format=%s", "main")
+        assert subject == f"Merge pull request #42 from acme/{done.branch}"
+        assert h.remote_branches() == ["main"]  # the merged branch is gone
+        kinds = [e["kind"] for e in await _events(h, done)]
+        assert kinds.count("pull_request_opened") == 1 and "merged_branch_deleted" in kinds
+        assert await h.store.run_read(jobs.lease_holder, "app") is None
+        assert sim.auth == {f"Bearer {TOKEN}"}
+
+
+async def test_a_failing_required_check_blocks_with_its_name(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        sim.checks["ci/build"] = "failure"
+        await h.send("To Analyse")
+        blocked = await _stage(h, Stage.BLOCKED)
+        assert blocked.blocked_reason == "failing check: ci/build"
+        assert blocked.merge_initiated_at is None and blocked.merged_at is None
+        assert sim.merges == [] and sim.pulls[42].state == "open"
+        assert await h.store.run_read(jobs.lease_holder, "app") is None
+        assert blocked.branch in h.remote_branches()  # kept for a person to fix
+
+
+async def test_stop_while_waiting_for_checks_closes_the_pull_request(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        await h.send("To Analyse")
+        await _stage(h, Stage.MERGE)
+        await wait_until(lambda: _reads(sim, 1), timeout=30, what="checks read")
+        answer = await h.send("STOP")
+        assert answer.json()["outcome"] == "stop_requested"
+        done = await _stage(h, Stage.CANCELLED)
+        assert sim.pulls[42].state == "closed" and not sim.pulls[42].merged
+        assert len(sim.comments) == 1 and sim.comments[0][0] == 42
+        assert "conveyor stopped PROJ-42" in sim.comments[0][1]
+        assert "closed without merging" in sim.comments[0][1]
+        assert sim.merges == []
+        assert h.remote_branches() == ["main"]
+        rec = (await h.store.run_read(stops.stops_for_task, done.id))[-1]
+        assert stops.stop_steps(rec)["pull_request"] == {"closed": True, "number": 42}
+        assert done.merged_at is None
+
+
+async def test_stop_during_the_merge_call_is_deferred_then_applied(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        sim.checks["ci/build"] = "success"
+        sim.merge_hold = asyncio.Event()
+        await h.send("To Analyse")
+        await asyncio.wait_for(sim.merge_entered.wait(), timeout=90)
+        answer = await h.send("STOP")
+        assert answer.json()["outcome"] == "stop_deferred"
+        queue = (await h.client.get("/queue")).json()
+        assert queue["stop"]["deferred"][0]["window"] == "merge"
+        sim.merge_hold.set()
+        done = await _stage(h, Stage.CANCELLED)
+        assert len(sim.merges) == 1 and sim.pulls[42].merged  # merged once, stays merged
+        assert done.merged_at is not None and done.merge_sha == h.remote_sha("main")
+        assert sim.comments == []  # a merged pull request is never closed or commented
+        rec = (await h.store.run_read(stops.stops_for_task, done.id))[-1]
+        steps = stops.stop_steps(rec)
+        assert steps["pull_request"]["closed"] is False
+        assert steps["terminal"]["effects_committed"] is True
+        assert h.remote_branches() == ["main"]
+        merge_jobs = [j for j in await h.jobs(done.id) if j.stage == "merge"]
+        assert [j.status.value for j in merge_jobs] == ["succeeded"]
+
+
+async def test_a_branch_the_forge_protects_is_never_deleted(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        await h.send("To Analyse")
+        await _stage(h, Stage.MERGE)
+        # No protected_branches pattern names it: only the forge knows.
+        sim.protected.append("conveyor/*")
+        sim.checks["ci/build"] = "success"
+        done = await _stage(h, Stage.DONE)
+        assert done.branch in h.remote_branches()
+        cleanups = (await h.client.get("/tasks/PROJ-42")).json()["cleanups"]
+        assert [(c["step"], c["status"]) for c in cleanups] == [("remote_branch", "refused")]
+        assert cleanups[0]["last_error"].startswith("protected")
+        kinds = [e["kind"] for e in await _events(h, done)]
+        assert "merged_branch_refused" in kinds
+
+
+async def test_a_forge_that_cannot_be_asked_keeps_the_deletion_pending(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        await h.send("To Analyse")
+        await _stage(h, Stage.MERGE)
+        sim.checks["ci/build"] = "success"
+        sim.merge_hold = asyncio.Event()
+        await asyncio.wait_for(sim.merge_entered.wait(), timeout=90)
+        sim.down = True  # the merge answers; every later call fails
+        sim.merge_hold.set()
+        await wait_until(_pending_cleanup(h), timeout=30, what="cleanup pending")
+        assert (await h.task()).branch in h.remote_branches()  # unknown protection: kept
+        sim.down = False
+        await wait_until(_no_pending_cleanup(h), timeout=30, what="cleanup cleared")
+        assert h.remote_branches() == ["main"]
+
+
+def _pending_cleanup(h: Harness):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        queue = (await h.client.get("/queue")).json()
+        return any(c["step"] == "remote_branch" for c in queue["stop"]["cleanup_pending"])
+
+    return check
+
+
+def _no_pending_cleanup(h: Harness):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return not (await h.client.get("/queue")).json()["stop"]["cleanup_pending"]
+
+    return check
+
+
+async def test_push_mode_deletes_each_merged_branch(tmp_path: Path) -> None:
+    command = write_agent(tmp_path / "agents", "pr-agent.sh", AGENT)
+    kw = {f"agents.{stage}": command for stage in ("analysis", "implementation", "review")}
+    async with running(tmp_path, **kw) as h:
+        tickets = [
+            ("1c9c7a36-6f53-4a4c-9f55-3b0b9b1f7a01", 1),
+            ("2c9c7a36-6f53-4a4c-9f55-3b0b9b1f7a02", 2),
+            ("3c9c7a36-6f53-4a4c-9f55-3b0b9b1f7a03", 3),
+        ]
+        for issue, seq in tickets:
+            await h.send("To Analyse", issue=issue, seq=seq, title=f"Ticket {seq}")
+        for _, seq in tickets:
+            await _stage(h, Stage.DONE, ref=f"PROJ-{seq}")
+        assert h.remote_branches() == ["main"]  # three merged tasks, no branch left behind
+        merges = git(h.bare, "log", "--merges", "--format=%s", "main").splitlines()
+        assert len(merges) == 3
