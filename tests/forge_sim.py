@@ -274,3 +274,101 @@ class GitHubSim(ForgeSim):
                 run.update(status="completed", conclusion=state)
             runs.append(run)
         return {"total_count": len(runs), "check_runs": runs}
+
+
+@dataclass
+class GiteaSim(ForgeSim):
+    """Gitea's (and Forgejo's) API v1 for one repository."""
+
+    next_number: int = 7
+
+    async def answer(self, request: httpx.Request, path: str) -> httpx.Response:
+        prefix = f"/api/v1/repos/{self.repo}"
+        if not path.startswith(prefix):
+            return _json(404, sample("gitea", "not_found"))
+        rest, method = path[len(prefix) :], request.method
+        if rest == "/pulls" and method == "GET":
+            open_ = [self.pull_doc(p) for p in self.pulls.values() if p.state == "open"]
+            return _json(200, open_)
+        if rest == "/pulls" and method == "POST":
+            wanted = _body(request)
+            self.created.append(wanted)
+            if self.open_for(str(wanted.get("head"))) is not None:
+                return _json(409, sample("gitea", "pull_exists_409"))
+            pull = self.open_pull(
+                str(wanted["head"]), str(wanted["base"]), str(wanted["title"]), str(wanted["body"])
+            )
+            return _json(201, self.pull_doc(pull))
+        if m := re.fullmatch(r"/pulls/(\d+)", rest):
+            return self._pull(int(m[1]), method, _body(request))
+        if m := re.fullmatch(r"/pulls/(\d+)/merge", rest):
+            return await self._merge(int(m[1]), _body(request))
+        if m := re.fullmatch(r"/issues/(\d+)/comments", rest):
+            self.comments.append((int(m[1]), str(_body(request).get("body"))))
+            return _json(201, sample("gitea", "issue_comment_created"))
+        if rest == "/branch_protections":
+            rules = copy.deepcopy(sample("gitea", "branch_protections"))[:1]  # main
+            for pattern in self.protected:
+                rule = copy.deepcopy(rules[0])
+                rule.update(rule_name=pattern, branch_name="")
+                rules.append(rule)
+            return _json(200, rules)
+        if m := re.fullmatch(r"/commits/([0-9a-f]+)/status", rest):
+            return _json(200, self._status(m[1]))
+        return _json(404, sample("gitea", "not_found"))
+
+    def pull_doc(self, pull: Pull) -> dict[str, Any]:
+        doc = copy.deepcopy(sample("gitea", "pull_created"))
+        pull.reads += 1
+        doc.update(
+            number=pull.number,
+            title=pull.title,
+            body=pull.body,
+            state=pull.state,
+            html_url=f"{GITEA_URL}/{self.repo}/pulls/{pull.number}",
+            merged=pull.merged,
+            merge_commit_sha=pull.merge_sha,
+            # Gitea answers false while it checks for conflicts (the first read here).
+            mergeable=pull.reads > 1 and not pull.merged,
+        )
+        doc["head"].update(ref=pull.head, sha=self.head_sha(pull.head), label=pull.head)
+        doc["base"].update(ref=pull.base, label=pull.base)
+        return doc
+
+    def _pull(self, number: int, method: str, wanted: dict[str, Any]) -> httpx.Response:
+        pull = self.pulls.get(number)
+        if pull is None:
+            return _json(404, sample("gitea", "not_found"))
+        if method == "PATCH":
+            if pull.merged and wanted.get("state") == "closed":
+                return _json(412, sample("gitea", "edit_412_merged"))
+            pull.title = str(wanted.get("title", pull.title))
+            pull.body = str(wanted.get("body", pull.body))
+            if wanted.get("state") == "closed":
+                pull.state = "closed"
+        return _json(200, self.pull_doc(pull))
+
+    async def _merge(self, number: int, wanted: dict[str, Any]) -> httpx.Response:
+        self.merges.append(wanted)
+        pull = self.pulls.get(number)
+        if pull is None or pull.state != "open":
+            return _json(405, sample("gitea", "merge_405_not_ready"))
+        if wanted.get("head_commit_id") != self.head_sha(pull.head):
+            return _json(409, sample("gitea", "merge_409_head"))
+        if self.checks_verdict() != "success":
+            return _json(405, sample("gitea", "merge_405_not_ready"))
+        await self.merge_for_real(pull, str(wanted.get("Do", "merge")))
+        return httpx.Response(200)  # Gitea answers a merge with an empty 200
+
+    def _status(self, sha: str) -> dict[str, Any]:
+        doc = copy.deepcopy(sample("gitea", "status_pending"))
+        template = doc["statuses"][0]
+        statuses = []
+        for index, (name, state) in enumerate(sorted(self.checks.items())):
+            entry = copy.deepcopy(template)
+            entry.update(id=400 + index, context=name, status=state)
+            statuses.append(entry)
+        doc.update(
+            sha=sha, total_count=len(statuses), statuses=statuses, state=self.checks_verdict()
+        )
+        return doc

@@ -18,7 +18,7 @@ import respx
 from state import jobs, stops
 from state.models import Stage, Task
 from state.store import events_for_task
-from tests.forge_sim import FORGE_REPO, GITHUB_API, GITHUB_WEB, GitHubSim
+from tests.forge_sim import FORGE_REPO, GITEA_URL, GITHUB_API, GITHUB_WEB, GiteaSim, GitHubSim
 from tests.gitrepo import git
 from tests.harness import Harness, running, wait_until, write_agent
 
@@ -74,7 +74,7 @@ async def _stage(h: Harness, stage: Stage, ref: str = "PROJ-42") -> Task:
 
 
 async def _reads(sim: GitHubSim, at_least: int) -> bool:
-    return sum(c.startswith("GET /repos/acme/app/commits/") for c in sim.calls) >= at_least
+    return sum("/repos/acme/app/commits/" in c for c in sim.calls) >= at_least
 
 
 async def _events(h: Harness, task: Task) -> list[dict[str, Any]]:
@@ -238,3 +238,38 @@ async def test_push_mode_deletes_each_merged_branch(tmp_path: Path) -> None:
         assert h.remote_branches() == ["main"]  # three merged tasks, no branch left behind
         merges = git(h.bare, "log", "--merges", "--format=%s", "main").splitlines()
         assert len(merges) == 3
+
+
+async def test_gitea_pull_request_merged_with_squash_then_the_branch_is_deleted(
+    tmp_path: Path,
+) -> None:
+    command = write_agent(tmp_path / "agents", "pr-agent.sh", AGENT)
+    repo = {"merge": "pull_request", "forge": "gitea", "forge_repo": FORGE_REPO}
+    kw = {f"agents.{stage}": command for stage in ("analysis", "implementation", "review")}
+    kw |= {
+        "trackers.gitea.token": "gitea_pr_token_0123456789",
+        "trackers.gitea.base_url": GITEA_URL,
+    }
+    with respx.mock(assert_all_called=False) as router:
+        async with running(tmp_path, repo_settings={**repo, "merge_method": "squash"}, **kw) as h:
+            sim = GiteaSim(h.bare, checks={"ci / build (push)": "pending"})
+            sim.install(router, GITEA_URL)
+            await h.send("To Analyse")
+            waiting = await _stage(h, Stage.MERGE)
+            await wait_until(lambda: _reads(sim, 1), timeout=30, what="status read")
+            assert (await h.task()).pr_url == f"{GITEA_URL}/acme/app/pulls/7"
+            assert sim.created[0]["head"] == waiting.branch and sim.created[0]["base"] == "main"
+            sim.checks["ci / build (push)"] = "success"
+            done = await _stage(h, Stage.DONE)
+            assert sim.merges == [
+                {
+                    "Do": "squash",
+                    "head_commit_id": done.branch_sha,
+                    "delete_branch_after_merge": False,
+                }
+            ]
+            subject = git(h.bare, "log", "-1", "--format=%s", "main")
+            assert subject == "PROJ-42: Fix login redirect loop (#7)"
+            assert done.merge_sha == h.remote_sha("main")
+            assert h.remote_branches() == ["main"]
+            assert sim.auth == {"token gitea_pr_token_0123456789"}
