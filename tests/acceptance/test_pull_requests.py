@@ -161,6 +161,10 @@ async def test_stop_during_the_merge_call_is_deferred_then_applied(tmp_path: Pat
         assert answer.json()["outcome"] == "stop_deferred"
         queue = (await h.client.get("/queue")).json()
         assert queue["stop"]["deferred"][0]["window"] == "merge"
+        merging = [row for row in queue["running"] if row["stage"] == "merge"]
+        assert [(r["task"], r["pr_number"], r["pr_url"]) for r in merging] == [
+            ("PROJ-42", 42, f"{GITHUB_WEB}/acme/app/pull/42")
+        ]
         sim.merge_hold.set()
         done = await _stage(h, Stage.CANCELLED)
         assert len(sim.merges) == 1 and sim.pulls[42].merged  # merged once, stays merged
