@@ -67,7 +67,7 @@ def _add_demo(sub: Subparsers) -> None:
         "demo", help="a whole start-and-STOP run in a temporary directory, no network"
     )
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    demo.add_argument("--scenario", choices=["basic", "deferred"], default="basic")
+    demo.add_argument("--scenario", choices=["basic", "deferred", "pull-request"], default="basic")
     demo.set_defaults(func=None)  # needs no settings: see main()
 
 

@@ -73,6 +73,18 @@ async def _stage(h: Harness, stage: Stage, ref: str = "PROJ-42") -> Task:
     return await wait_until(check, timeout=90, what=f"{ref} in {stage.value}")
 
 
+async def _merged_branch_settled(h: Harness, ref: str = "PROJ-42") -> Task:
+    """Done, and the merged branch's deletion recorded (it follows the merge)."""
+
+    async def check() -> Task | None:
+        task = await h.task(ref)
+        kinds = [e["kind"] for e in await _events(h, task)]
+        settled = any(kind.startswith("merged_branch_") for kind in kinds)
+        return task if task.stage is Stage.DONE and settled else None
+
+    return await wait_until(check, timeout=90, what=f"{ref} done, its branch settled")
+
+
 async def _reads(sim: GitHubSim, at_least: int) -> bool:
     return sum("/repos/acme/app/commits/" in c for c in sim.calls) >= at_least
 
@@ -108,7 +120,7 @@ async def test_ticket_to_merged_pull_request_then_the_branch_is_deleted(tmp_path
         assert sim.merges == []
 
         sim.checks["ci/build"] = "success"
-        done = await _stage(h, Stage.DONE)
+        done = await _merged_branch_settled(h)
         assert sim.merges == [{"merge_method": "merge", "sha": done.branch_sha}]
         assert done.merge_sha == h.remote_sha("main")
         subject = git(h.bare, "log", "-1", "--format=%s", "main")
@@ -186,7 +198,7 @@ async def test_a_branch_the_forge_protects_is_never_deleted(tmp_path: Path) -> N
         # No protected_branches pattern names it: only the forge knows.
         sim.protected.append("conveyor/*")
         sim.checks["ci/build"] = "success"
-        done = await _stage(h, Stage.DONE)
+        done = await _merged_branch_settled(h)
         assert done.branch in h.remote_branches()
         cleanups = (await h.client.get("/tasks/PROJ-42")).json()["cleanups"]
         assert [(c["step"], c["status"]) for c in cleanups] == [("remote_branch", "refused")]
@@ -238,7 +250,7 @@ async def test_push_mode_deletes_each_merged_branch(tmp_path: Path) -> None:
         for issue, seq in tickets:
             await h.send("To Analyse", issue=issue, seq=seq, title=f"Ticket {seq}")
         for _, seq in tickets:
-            await _stage(h, Stage.DONE, ref=f"PROJ-{seq}")
+            await _merged_branch_settled(h, ref=f"PROJ-{seq}")
         assert h.remote_branches() == ["main"]  # three merged tasks, no branch left behind
         merges = git(h.bare, "log", "--merges", "--format=%s", "main").splitlines()
         assert len(merges) == 3
@@ -264,7 +276,7 @@ async def test_gitea_pull_request_merged_with_squash_then_the_branch_is_deleted(
             assert (await h.task()).pr_url == f"{GITEA_URL}/acme/app/pulls/7"
             assert sim.created[0]["head"] == waiting.branch and sim.created[0]["base"] == "main"
             sim.checks["ci / build (push)"] = "success"
-            done = await _stage(h, Stage.DONE)
+            done = await _merged_branch_settled(h)
             assert sim.merges == [
                 {
                     "Do": "squash",
