@@ -64,6 +64,7 @@ class ForgeSim:
     down: bool = False  # every call answers 502
     merge_hold: asyncio.Event | None = None  # the merge call waits for it
     merge_entered: asyncio.Event = field(default_factory=asyncio.Event)
+    lose_merge_answers: int = 0  # merge answers lost (502) after the forge merged
     calls: list[str] = field(default_factory=list)
     auth: set[str] = field(default_factory=set)  # Authorization headers seen
     next_number: int = 42
@@ -232,6 +233,11 @@ class GitHubSim(ForgeSim):
     async def _merge(self, number: int, wanted: dict[str, Any]) -> httpx.Response:
         self.merges.append(wanted)
         pull = self.pulls.get(number)
+        if self.lose_merge_answers and pull is not None:
+            self.lose_merge_answers -= 1
+            if not pull.merged:
+                await self.merge_for_real(pull, str(wanted.get("merge_method", "merge")))
+            return _json(502, {"message": "Server Error"})  # merged, but the answer is lost
         if pull is None or pull.state != "open":
             return _json(405, sample("github", "merge_405"))
         if wanted.get("sha") != self.head_sha(pull.head):

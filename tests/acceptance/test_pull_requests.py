@@ -289,3 +289,71 @@ async def test_gitea_pull_request_merged_with_squash_then_the_branch_is_deleted(
             assert done.merge_sha == h.remote_sha("main")
             assert h.remote_branches() == ["main"]
             assert sim.auth == {"token gitea_pr_token_0123456789"}
+
+
+async def test_checks_pending_past_the_timeout_block_with_the_reason(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path, merge_timeout_seconds=1) as (h, sim):
+        await h.send("To Analyse")
+        blocked = await _stage(h, Stage.BLOCKED)
+        assert blocked.blocked_reason == ("not mergeable after 1 s: waiting for checks: ci/build")
+        assert sim.merges == [] and await h.store.run_read(jobs.lease_holder, "app") is None
+
+
+async def test_someone_elses_push_to_the_branch_is_never_merged(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        await h.send("To Analyse")
+        task = await _stage(h, Stage.MERGE)
+        other = tmp_path / "someone"
+        git(tmp_path, "clone", "-q", str(h.bare), str(other))
+        git(other, "config", "user.name", "Someone"), git(other, "config", "user.email", "s@x")
+        git(other, "checkout", "-q", task.branch or "")
+        (other / "theirs.txt").write_text("not reviewed\n")
+        git(other, "add", "theirs.txt"), git(other, "commit", "-q", "-m", "their work")
+        git(other, "push", "-q", "origin", task.branch or "")
+        main_before = h.remote_sha("main")
+        sim.checks["ci/build"] = "success"
+        blocked = await _stage(h, Stage.BLOCKED)
+        assert blocked.blocked_reason == "the branch moved since conveyor pushed it"
+        assert sim.merges == [{"merge_method": "merge", "sha": task.branch_sha}]
+        assert h.remote_sha("main") == main_before and not sim.pulls[42].merged
+        assert blocked.merge_initiated_at is None
+
+
+async def test_a_lost_merge_answer_is_read_back_from_the_pull_request(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        sim.checks["ci/build"] = "success"
+        sim.lose_merge_answers = 4  # every attempt of the first merge call answers 502
+        await h.send("To Analyse")
+        done = await _merged_branch_settled(h)
+        merges = git(h.bare, "log", "--merges", "--format=%H", "main").splitlines()
+        assert merges == [done.merge_sha]  # merged once
+        kinds = [e["kind"] for e in await _events(h, done)]
+        assert kinds.count("merge_call_failed") == 1 and kinds.count("merged") == 1
+        assert kinds.index("merge_call_failed") < kinds.index("merged")
+
+
+async def test_stop_while_the_forge_is_down_closes_the_pull_request_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        await h.send("To Analyse")
+        await _stage(h, Stage.MERGE)
+        await wait_until(lambda: _reads(sim, 1), timeout=30, what="checks read")
+        sim.down = True
+        assert (await h.send("STOP")).json()["outcome"] == "stop_requested"
+        done = await _stage(h, Stage.CANCELLED)
+        await wait_until(_pending_steps(h, {"pull_request", "remote_branch"}), 30, "both pending")
+        assert sim.pulls[42].state == "open" and done.branch in h.remote_branches()
+        sim.down = False
+        await wait_until(_no_pending_cleanup(h), timeout=60, what="cleanups cleared")
+        assert sim.pulls[42].state == "closed" and not sim.pulls[42].merged
+        assert [number for number, _ in sim.comments] == [42]
+        assert h.remote_branches() == ["main"]
+
+
+def _pending_steps(h: Harness, wanted: set[str]):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        queue = (await h.client.get("/queue")).json()
+        return {c["step"] for c in queue["stop"]["cleanup_pending"]} == wanted
+
+    return check
