@@ -65,6 +65,7 @@ class ForgeSim:
     merge_hold: asyncio.Event | None = None  # the merge call waits for it
     merge_entered: asyncio.Event = field(default_factory=asyncio.Event)
     lose_merge_answers: int = 0  # merge answers lost (502) after the forge merged
+    refuse_merges: int = 0  # merge calls refused with 405 ("try again"), merging nothing
     calls: list[str] = field(default_factory=list)
     auth: set[str] = field(default_factory=set)  # Authorization headers seen
     next_number: int = 42
@@ -240,6 +241,11 @@ class GitHubSim(ForgeSim):
             return _json(502, {"message": "Server Error"})  # merged, but the answer is lost
         if pull is None or pull.state != "open":
             return _json(405, sample("github", "merge_405"))
+        if self.refuse_merges:
+            self.refuse_merges -= 1
+            return _json(
+                405, {"message": "Base branch was modified. Review and try the merge again."}
+            )
         if wanted.get("sha") != self.head_sha(pull.head):
             return _json(409, sample("github", "merge_409"))
         if self.checks_verdict() != "success":

@@ -67,6 +67,15 @@ def decide_next(verdict: Mergeability, *, waited: float, timeout: float) -> Next
     return Next("wait", verdict.reason, next_poll(waited))
 
 
+def forge_failure(forge: str, exc: ForgeError) -> Mergeability:
+    """A forge that failed to answer: wait when it may answer later (5xx, timeout, rate
+    limit); block when it refused for good (a 4xx: no access, nothing to merge, …)."""
+    status = exc.status
+    if status is None or status >= 500 or status == 429 or exc.retry_after is not None:
+        return Mergeability(MergeState.PENDING, f"{forge} could not be asked: {exc}")
+    return Mergeability(MergeState.BLOCKED, str(exc))
+
+
 # -- the merge stage ------------------------------------------------------------------------
 
 
@@ -84,15 +93,15 @@ async def run_pr_merge(
     if task.merge_initiated_at is not None:
         await _resume_merge(svc, job, task, forge, repo, since)
         return
+    number = task.pr_number or 0
     try:
-        number = task.pr_number or (await ensure_pull_request(svc, task, forge, repo)).number
+        number = number or (await ensure_pull_request(svc, task, forge, repo)).number
         verdict = await forge.mergeability(repo.forge_repo, number)
     except ForgeError as exc:
-        verdict = Mergeability(MergeState.PENDING, f"{forge.name} could not be asked: {exc}")
-        number = task.pr_number or 0
+        verdict = forge_failure(forge.name, exc)
     step = decide_next(verdict, waited=now - since, timeout=repo.merge_timeout_seconds)
     if step.action == "wait":
-        await svc.store.run(_wait_again, job, task.id, now + step.delay, step.reason)
+        await svc.store.run_until_current(_wait_again, job, task.id, now, step.delay, step.reason)
     elif step.action == "block":
         await _block(svc, job, task, step.reason)
     else:
@@ -108,16 +117,19 @@ def _waiting_since(conn: Connection, job: Job, task_id: int, now: float) -> floa
     return now
 
 
-def _wait_again(conn: Connection, job: Job, task_id: int, run_after: float, reason: str) -> None:
-    """Back to the queue until `run_after`, the lease kept; a STOP meanwhile ends the job
-    (the window closes, the stop applies)."""
+def _wait_again(
+    conn: Connection, job: Job, task_id: int, now: float, delay: float, reason: str
+) -> None:
+    """Back to the queue for `delay` seconds, the lease kept; a STOP meanwhile ends the
+    job (the window closes, the stop applies). A refused merge call waits too: the
+    merge did not happen, so its window closes here."""
     task = get_task(conn, task_id)
+    if task is not None and task.merge_initiated_at is not None and task.merged_at is None:
+        task = update_task(conn, task, now, merge_initiated_at=None)
     if task is None or task.terminal or task.cancel_requested_at is not None:
-        jobs.finish_job(
-            conn, job.id, job.run_id or "", JobStatus.CANCELLED, run_after, error=reason
-        )
+        jobs.finish_job(conn, job.id, job.run_id or "", JobStatus.CANCELLED, now, error=reason)
         return
-    jobs.defer_job(conn, job, run_after)
+    jobs.defer_job(conn, job, now + delay)
 
 
 async def _block(svc: Services, job: Job, task: Task, reason: str) -> None:
@@ -156,8 +168,11 @@ async def _call_merge(
         merge = forge.merge(repo.forge_repo, number, method=method, sha=sha)
         merged = await keeping_job_lease(svc, job, merge)
     except MergeRefused as exc:
-        reason = "the branch moved since conveyor pushed it" if exc.head_changed else str(exc)
-        await _block(svc, job, task, reason)
+        if exc.head_changed:
+            await _block(svc, job, task, "the branch moved since conveyor pushed it")
+            return
+        # Not merged ("try again later", "base branch was modified"): ask again, bounded.
+        await _refused(svc, job, task, repo, str(exc))
         return
     except ForgeError as exc:
         # Merged or not? Unknown: the window stays open and the next run reads the PR.
@@ -167,6 +182,18 @@ async def _call_merge(
         await svc.store.run(_retry_merge_later, job, now + POLL_MIN_SECONDS)
         return
     await finish_merge(svc, job, task, merged)
+
+
+async def _refused(svc: Services, job: Job, task: Task, repo: RepoSettings, reason: str) -> None:
+    now = svc.clock.now()
+    await svc.store.run(add_event, task.id, "merge_refused", now, reason=reason)
+    since = await svc.store.run(_waiting_since, job, task.id, now)
+    if now - since >= repo.merge_timeout_seconds:
+        await _block(svc, job, task, reason)
+        return
+    await svc.store.run_until_current(
+        _wait_again, job, task.id, now, next_poll(now - since), reason
+    )
 
 
 def _retry_merge_later(conn: Connection, job: Job, run_after: float) -> None:

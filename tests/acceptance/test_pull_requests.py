@@ -357,3 +357,17 @@ def _pending_steps(h: Harness, wanted: set[str]):  # type: ignore[no-untyped-def
         return {c["step"] for c in queue["stop"]["cleanup_pending"]} == wanted
 
     return check
+
+
+async def test_a_merge_refused_for_now_is_tried_again(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        sim.checks["ci/build"] = "success"
+        sim.refuse_merges = 1
+        await h.send("To Analyse")
+        done = await _merged_branch_settled(h)
+        assert len(sim.merges) == 2 and sim.pulls[42].merged
+        refused = [e for e in await _events(h, done) if e["kind"] == "merge_refused"]
+        assert len(refused) == 1 and "Base branch was modified" in refused[0]["detail"]["reason"]
+        assert git(h.bare, "log", "--merges", "--format=%H", "main").splitlines() == [
+            done.merge_sha
+        ]

@@ -9,11 +9,17 @@ import httpx
 import pytest
 
 from bot.engine.pr_open import body_of, title_of
-from bot.engine.pull_requests import POLL_MAX_SECONDS, POLL_MIN_SECONDS, decide_next, next_poll
+from bot.engine.pull_requests import (
+    POLL_MAX_SECONDS,
+    POLL_MIN_SECONDS,
+    decide_next,
+    forge_failure,
+    next_poll,
+)
 from bot.errors import ConfigError
 from bot.forges import build_forges, check_repo_forges
 from bot.settings import settings_from_dict
-from integrations.forges.base import Mergeability, MergeState
+from integrations.forges.base import ForgeError, Mergeability, MergeState
 from integrations.forges.gitea import GiteaForge
 from integrations.forges.github import GitHubForge
 from state.models import Stage, Task
@@ -147,3 +153,13 @@ def test_title_and_body_name_the_ticket() -> None:
     body = body_of(task, repo, "github")
     assert "Ticket: https://plane.example.test/acme/browse/PROJ-42/" in body
     assert "conveyor opened this pull request for PROJ-42" in body
+
+
+def test_a_forge_that_fails_for_now_is_waited_for_one_that_refuses_blocks() -> None:
+    for status in (None, 502, 429):
+        assert (
+            forge_failure("github", ForgeError("down", status=status)).state is MergeState.PENDING
+        )
+    refused = ForgeError("GitHub refused a pull request: No commits between main and x", status=422)
+    verdict = forge_failure("github", refused)
+    assert verdict.state is MergeState.BLOCKED and "No commits between" in verdict.reason
