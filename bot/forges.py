@@ -54,10 +54,16 @@ def build_forges(settings: Settings, http: httpx.AsyncClient) -> dict[str, Forge
 
 
 def check_repo_forges(settings: Settings, forges: Mapping[str, Forge]) -> None:
-    """Every repo that merges through pull requests has its forge (credentials set)."""
+    """Every repo naming a forge has it (credentials set): it merges pull requests there,
+    and branch protection is asked there before any deletion."""
     for repo in settings.repos:
-        if repo.merge == "pull_request" and repo.forge not in forges:
+        if repo.forge and repo.forge not in forges:
+            why = (
+                "merges through pull requests"
+                if repo.merge == "pull_request"
+                else "asks about protection"
+            )
             raise ConfigError(
-                f"repos.{repo.name} merges through pull requests on {repo.forge}, which needs "
+                f"repos.{repo.name} {why} on {repo.forge}, which needs "
                 f"{_NEEDS.get(repo.forge, 'a forge conveyor knows')}"
             )

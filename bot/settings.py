@@ -133,6 +133,8 @@ class RepoSettings(_Section):
                 'merge = "pull_request" needs forge = "github" or "gitea" and '
                 'forge_repo = "owner/name"'
             )
+        if self.forge and not self.forge_repo:
+            raise ValueError(f'forge = "{self.forge}" needs forge_repo = "owner/name"')
         return self
 
 

@@ -47,6 +47,7 @@ def test_pull_request_mode_needs_a_forge_and_its_repository() -> None:
         ),
         ({"forge": "gitlab"}, "repos.0.forge must be one of '', 'github' or 'gitea', got 'gitlab'"),
         ({"forge_repo": "acme"}, "repos.0.forge_repo: forge_repo must be 'owner/name', got 'acme'"),
+        ({"forge": "github"}, 'repos.0: forge = "github" needs forge_repo = "owner/name"'),
         (
             {"merge_method": "ff"},
             "repos.0.merge_method must be one of 'merge', 'squash' or 'rebase', got 'ff'",
@@ -163,3 +164,13 @@ def test_a_forge_that_fails_for_now_is_waited_for_one_that_refuses_blocks() -> N
     refused = ForgeError("GitHub refused a pull request: No commits between main and x", status=422)
     verdict = forge_failure("github", refused)
     assert verdict.state is MergeState.BLOCKED and "No commits between" in verdict.reason
+
+
+async def test_a_push_repo_naming_a_forge_without_credentials_is_refused() -> None:
+    settings = settings_from_dict({"repos": [_repo(forge="github", forge_repo="acme/app")]})
+    with pytest.raises(ConfigError) as caught:
+        check_repo_forges(settings, {})
+    assert str(caught.value) == (
+        "repos.app asks about protection on github, which needs "
+        "[trackers.github] token (CONVEYOR_GITHUB_TOKEN)"
+    )
