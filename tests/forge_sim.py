@@ -166,8 +166,10 @@ class GitHubSim(ForgeSim):
             return _json(201, sample("github", "issue_comment_created"))
         if m := re.fullmatch(r"/branches/(.+)", rest):
             return self._branch(m[1])
-        if re.fullmatch(r"/rules/branches/(.+)", rest):
-            return _json(200, [])
+        if m := re.fullmatch(r"/rules/branches/(.+)", rest):
+            # A ruleset applies to a name pattern, whether the branch exists yet or not.
+            protects = self.is_protected(m[1])
+            return _json(200, sample("github", "rules_release_update") if protects else [])
         if m := re.fullmatch(r"/commits/([0-9a-f]+)/check-runs", rest):
             return _json(200, self._check_runs(m[1]))
         if m := re.fullmatch(r"/commits/([0-9a-f]+)/status", rest):

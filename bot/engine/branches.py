@@ -18,6 +18,7 @@ from bot.services import Services
 from integrations import git
 from integrations.branch_guard import deletion_refusal
 from integrations.errors import IntegrationError
+from integrations.forges.base import ForgeError
 from state import stops
 from state.models import Task
 from state.store import add_event, original_key
@@ -43,8 +44,17 @@ async def forge_protects(svc: Services, repo_name: str, branch: str) -> str | No
 
 
 async def refuse_push_if_protected(svc: Services, repo_name: str, branch: str) -> None:
-    """Never push to a branch the forge protects, even when no pattern names it."""
-    reason = await forge_protects(svc, repo_name, branch)
+    """Never push to a branch the forge protects, even when no pattern names it.
+
+    A forge that cannot be asked does not stop the push (unlike a deletion): the push is
+    never forced, and the forge refuses a push to a branch it protects by itself, so
+    re-running an agent stage because the API was briefly down would buy nothing.
+    """
+    try:
+        reason = await forge_protects(svc, repo_name, branch)
+    except ForgeError as exc:
+        log.warning("forge not asked before a push", extra={"action": "push", "error": str(exc)})
+        return
     if reason is not None:
         raise ForgeProtectedBranch(f"refusing to push {branch}: {reason}")
 

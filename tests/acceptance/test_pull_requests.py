@@ -371,3 +371,15 @@ async def test_a_merge_refused_for_now_is_tried_again(tmp_path: Path) -> None:
         assert git(h.bare, "log", "--merges", "--format=%H", "main").splitlines() == [
             done.merge_sha
         ]
+
+
+async def test_a_branch_the_forge_protects_is_never_pushed_to(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        sim.protected.append("conveyor/*")  # the forge protects every task branch
+        await h.send("To Analyse")
+        blocked = await _stage(h, Stage.BLOCKED)
+        first = (await h.jobs(blocked.id))[0]
+        assert first.stage == "analysis" and first.error is not None
+        assert first.error.startswith(f"push: refusing to push {blocked.branch}: protected")
+        assert "protected on github (acme/app)" in first.error
+        assert h.remote_branches() == ["main"] and sim.created == []
