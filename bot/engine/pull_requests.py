@@ -96,7 +96,8 @@ async def run_pr_merge(
     number = task.pr_number or 0
     try:
         number = number or (await ensure_pull_request(svc, task, forge, repo)).number
-        verdict = await forge.mergeability(repo.forge_repo, number)
+        # Heartbeat meanwhile: a forge that retries and backs off may outlast the lease.
+        verdict = await keeping_job_lease(svc, job, forge.mergeability(repo.forge_repo, number))
     except ForgeError as exc:
         verdict = forge_failure(forge.name, exc)
     step = decide_next(verdict, waited=now - since, timeout=repo.merge_timeout_seconds)

@@ -73,6 +73,7 @@ RESET_STEPS = (
     "processes",
     "jobs",
     "lease",
+    "pull_request",
     "worktree",
     "remote_branch",
     "tombstone",
