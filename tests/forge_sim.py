@@ -66,6 +66,7 @@ class ForgeSim:
     merge_entered: asyncio.Event = field(default_factory=asyncio.Event)
     lose_merge_answers: int = 0  # merge answers lost (502) after the forge merged
     refuse_merges: int = 0  # merge calls refused with 405 ("try again"), merging nothing
+    read_hold: asyncio.Event | None = None  # reads of one pull request wait for it
     calls: list[str] = field(default_factory=list)
     auth: set[str] = field(default_factory=set)  # Authorization headers seen
     next_number: int = 42
@@ -158,6 +159,8 @@ class GitHubSim(ForgeSim):
         if rest == "/pulls" and method == "POST":
             return self._create(_body(request))
         if m := re.fullmatch(r"/pulls/(\d+)", rest):
+            if self.read_hold is not None and method == "GET":
+                await self.read_hold.wait()
             return self._pull(int(m[1]), method, _body(request))
         if m := re.fullmatch(r"/pulls/(\d+)/merge", rest):
             return await self._merge(int(m[1]), _body(request))

@@ -102,13 +102,19 @@ def _record_pr(conn: Connection, task_id: int, pr: PullRequest, now: float) -> T
 
 async def close_for_stop(svc: Services, task: Task, *, why: str) -> dict[str, Any]:
     """Close the task's pull request with a comment, never merging it; ForgeError when
-    the forge cannot be reached (the caller keeps it pending). A merged one stays merged."""
+    the forge cannot be reached (the caller keeps it pending). A merged one stays merged,
+    and its merge is recorded on the task (the task ends with `effects_committed`)."""
     found = svc.forge_for(task.repo)
     if found is None or task.pr_number is None:
         return {"closed": False, "reason": "no pull request"}
     forge, repo = found
     comment = STOP_COMMENT.format(key=original_key(task.key), why=why, branch=task.branch)
-    return await close_pull_request(forge, repo.forge_repo, task.pr_number, comment)
+    result = await close_pull_request(forge, repo.forge_repo, task.pr_number, comment)
+    if result.get("merged") and task.merged_at is None:
+        pr = await forge.pull_request(repo.forge_repo, task.pr_number)
+        now = svc.clock.now()
+        await svc.store.run_until_current(_merged_outside, task.id, pr.merge_sha, now)
+    return result
 
 
 async def close_pull_request(
@@ -117,5 +123,16 @@ async def close_pull_request(
     try:
         await forge.close(forge_repo, number, comment=comment)
     except PullRequestMerged:
-        return {"closed": False, "number": number, "reason": "merged: it stays merged"}
+        reason = "merged: it stays merged"
+        return {"closed": False, "merged": True, "number": number, "reason": reason}
     return {"closed": True, "number": number}
+
+
+def _merged_outside(conn: Connection, task_id: int, sha: str | None, now: float) -> None:
+    """Someone merged the pull request on the forge before the STOP: the code is on the
+    default branch, so the task records the merge like its own."""
+    task = get_task(conn, task_id)
+    if task is None or task.merged_at is not None:
+        return
+    update_task(conn, task, now, merged_at=now, merge_sha=sha)
+    add_event(conn, task.id, "merged_outside_conveyor", now, sha=sha, pull_request=task.pr_number)

@@ -383,3 +383,23 @@ async def test_a_branch_the_forge_protects_is_never_pushed_to(tmp_path: Path) ->
         assert first.error.startswith(f"push: refusing to push {blocked.branch}: protected")
         assert "protected on github (acme/app)" in first.error
         assert h.remote_branches() == ["main"] and sim.created == []
+
+
+async def test_stop_after_someone_merged_the_pull_request_by_hand(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        await h.send("To Analyse")
+        await _stage(h, Stage.MERGE)
+        await wait_until(lambda: _reads(sim, 1), timeout=30, what="checks read")
+        sim.read_hold = asyncio.Event()  # conveyor does not see the merge before the STOP
+        by_hand = await sim.merge_for_real(sim.pulls[42], "merge")
+        answer = await h.send("STOP")
+        assert answer.json()["outcome"] in ("stop_requested", "stop_deferred")
+        sim.read_hold.set()
+        done = await _stage(h, Stage.CANCELLED)
+        assert sim.merges == [] and sim.comments == []  # never merged again, never closed
+        assert (done.merge_sha, done.merged_at is not None) == (by_hand, True)
+        rec = (await h.store.run_read(stops.stops_for_task, done.id))[-1]
+        assert stops.stop_steps(rec)["terminal"]["effects_committed"] is True
+        kinds = [e["kind"] for e in await _events(h, done)]
+        assert "merged_outside_conveyor" in kinds
+        assert h.remote_branches() == ["main"]
