@@ -67,6 +67,7 @@ class ForgeSim:
     lose_merge_answers: int = 0  # merge answers lost (502) after the forge merged
     refuse_merges: int = 0  # merge calls refused with 405 ("try again"), merging nothing
     read_hold: asyncio.Event | None = None  # reads of one pull request wait for it
+    break_merges: int = 0  # merge calls that fail (502) without merging, after the hold
     calls: list[str] = field(default_factory=list)
     auth: set[str] = field(default_factory=set)  # Authorization headers seen
     next_number: int = 42
@@ -239,6 +240,12 @@ class GitHubSim(ForgeSim):
     async def _merge(self, number: int, wanted: dict[str, Any]) -> httpx.Response:
         self.merges.append(wanted)
         pull = self.pulls.get(number)
+        if self.break_merges and pull is not None:
+            self.merge_entered.set()
+            if self.merge_hold is not None:
+                await self.merge_hold.wait()
+            self.break_merges -= 1
+            return _json(502, {"message": "Server Error"})  # nothing merged
         if self.lose_merge_answers and pull is not None:
             self.lose_merge_answers -= 1
             if not pull.merged:

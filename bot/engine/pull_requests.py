@@ -10,6 +10,7 @@ is set **before** the merge call: from there a STOP is deferred, as in push mode
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from integrations.forges.base import (
     MergeMethod,
     MergeRefused,
     MergeState,
+    PullRequest,
     PullRequestState,
 )
 from state import jobs
@@ -91,7 +93,7 @@ async def run_pr_merge(
     task = started
     since = await svc.store.run(_waiting_since, job, task.id, now)
     if task.merge_initiated_at is not None:
-        await _resume_merge(svc, job, task, forge, repo, since)
+        await _resume_merge(svc, job, task, forge, repo)
         return
     number = task.pr_number or 0
     try:
@@ -161,7 +163,6 @@ def _initiate(conn: Connection, job: Job, task_id: int, number: int, now: float)
 async def _call_merge(
     svc: Services, job: Job, task: Task, forge: Forge, repo: RepoSettings
 ) -> None:
-
     number = task.pr_number or 0
     try:
         sha = task.branch_sha or (await forge.pull_request(repo.forge_repo, number)).head_sha
@@ -176,11 +177,11 @@ async def _call_merge(
         await _refused(svc, job, task, repo, str(exc))
         return
     except ForgeError as exc:
-        # Merged or not? Unknown: the window stays open and the next run reads the PR.
         log.warning("merge call failed", extra={"task": original_key(task.key), "error": str(exc)})
-        now = svc.clock.now()
-        await svc.store.run(add_event, task.id, "merge_call_failed", now, error=str(exc))
-        await svc.store.run(_retry_merge_later, job, now + POLL_MIN_SECONDS)
+        await svc.store.run(
+            add_event, task.id, "merge_call_failed", svc.clock.now(), error=str(exc)
+        )
+        await _resume_merge(svc, job, task, forge, repo)
         return
     await finish_merge(svc, job, task, merged)
 
@@ -197,26 +198,32 @@ async def _refused(svc: Services, job: Job, task: Task, repo: RepoSettings, reas
     )
 
 
-def _retry_merge_later(conn: Connection, job: Job, run_after: float) -> None:
-    jobs.defer_job(conn, job, run_after)
-
-
 async def _resume_merge(
-    svc: Services, job: Job, task: Task, forge: Forge, repo: RepoSettings, since: float
+    svc: Services, job: Job, task: Task, forge: Forge, repo: RepoSettings
 ) -> None:
-    """A merge call whose answer was lost (forge error, restart): read the pull request."""
-    try:
-        pr = await forge.pull_request(repo.forge_repo, task.pr_number or 0)
-    except ForgeError as exc:
-        await svc.store.run(
-            add_event, task.id, "merge_call_failed", svc.clock.now(), error=str(exc)
-        )
-        waited = svc.clock.now() - since
-        await svc.store.run(_retry_merge_later, job, svc.clock.now() + next_poll(waited))
-        return
+    """A merge call whose answer was lost (a forge error, a restart): merged or not is
+    unknown, so the window stays open and this job keeps running until the pull request
+    tells. Merged: finished. Still open: merged again, unless a STOP is waiting, which
+    then applies (the window closes with nothing merged)."""
+    pr = await keeping_job_lease(svc, job, _read_back(forge, repo.forge_repo, task.pr_number or 0))
     if pr.state is PullRequestState.MERGED and pr.merge_sha:
         await finish_merge(svc, job, task, pr.merge_sha)
     elif pr.state is PullRequestState.CLOSED:
         await _block(svc, job, task, "the pull request was closed during the merge")
+    elif (current := await svc.store.run_read(get_task, task.id)) and current.cancel_requested_at:
+        reason = "not merged; a STOP was waiting"
+        await svc.store.run_until_current(_wait_again, job, task.id, svc.clock.now(), 0, reason)
     else:
         await _call_merge(svc, job, task, forge, repo)
+
+
+async def _read_back(forge: Forge, forge_repo: str, number: int) -> PullRequest:
+    """The pull request, asked again with a growing delay until the forge answers."""
+    delay = POLL_MIN_SECONDS
+    while True:
+        try:
+            return await forge.pull_request(forge_repo, number)
+        except ForgeError as exc:
+            log.warning("pull request not read back", extra={"error": str(exc)})
+        await asyncio.sleep(delay)
+        delay = min(POLL_MAX_SECONDS, delay * 2)

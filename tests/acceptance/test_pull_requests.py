@@ -403,3 +403,24 @@ async def test_stop_after_someone_merged_the_pull_request_by_hand(tmp_path: Path
         kinds = [e["kind"] for e in await _events(h, done)]
         assert "merged_outside_conveyor" in kinds
         assert h.remote_branches() == ["main"]
+
+
+async def test_stop_during_a_merge_call_that_failed_applies_once_nothing_merged(
+    tmp_path: Path,
+) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        sim.checks["ci/build"] = "success"
+        sim.merge_hold = asyncio.Event()
+        sim.break_merges = 4  # the call and its retries fail before the forge merges
+        await h.send("To Analyse")
+        await asyncio.wait_for(sim.merge_entered.wait(), timeout=90)
+        main_before = h.remote_sha("main")
+        assert (await h.send("STOP")).json()["outcome"] == "stop_deferred"
+        sim.merge_hold.set()
+        done = await _stage(h, Stage.CANCELLED)
+        assert done.merged_at is None and h.remote_sha("main") == main_before
+        assert len(sim.merges) == 4  # one call, retried by the client; never called again
+        assert sim.pulls[42].state == "closed" and [n for n, _ in sim.comments] == [42]
+        rec = (await h.store.run_read(stops.stops_for_task, done.id))[-1]
+        assert stops.stop_steps(rec)["terminal"]["effects_committed"] is False
+        assert h.remote_branches() == ["main"]
