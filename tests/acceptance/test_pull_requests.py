@@ -424,3 +424,32 @@ async def test_stop_during_a_merge_call_that_failed_applies_once_nothing_merged(
         rec = (await h.store.run_read(stops.stops_for_task, done.id))[-1]
         assert stops.stop_steps(rec)["terminal"]["effects_committed"] is False
         assert h.remote_branches() == ["main"]
+
+
+@contextlib.asynccontextmanager
+async def gitea_mode(tmp_path: Path) -> AsyncIterator[tuple[Harness, GiteaSim]]:
+    command = write_agent(tmp_path / "agents", "pr-agent.sh", AGENT)
+    repo = {"merge": "pull_request", "forge": "gitea", "forge_repo": FORGE_REPO}
+    kw = {f"agents.{stage}": command for stage in ("analysis", "implementation", "review")}
+    kw |= {
+        "trackers.gitea.token": "gitea_pr_token_0123456789",
+        "trackers.gitea.base_url": GITEA_URL,
+    }
+    with respx.mock(assert_all_called=False) as router:
+        async with running(tmp_path, repo_settings=repo, **kw) as h:
+            sim = GiteaSim(h.bare, checks={"ci / build (push)": "pending"})
+            sim.install(router, GITEA_URL)
+            yield h, sim
+
+
+async def test_gitea_branch_protection_rules_keep_the_merged_branch(tmp_path: Path) -> None:
+    async with gitea_mode(tmp_path) as (h, sim):
+        await h.send("To Analyse")
+        await _stage(h, Stage.MERGE)
+        sim.protected.append("conveyor/*")  # a Gitea rule (glob), no pattern in conveyor.toml
+        sim.checks["ci / build (push)"] = "success"
+        done = await _merged_branch_settled(h)
+        assert done.branch in h.remote_branches()
+        cleanups = (await h.client.get("/tasks/PROJ-42")).json()["cleanups"]
+        assert [(c["step"], c["status"]) for c in cleanups] == [("remote_branch", "refused")]
+        assert "protected on gitea (acme/app)" in cleanups[0]["last_error"]
