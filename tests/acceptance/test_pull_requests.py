@@ -453,3 +453,17 @@ async def test_gitea_branch_protection_rules_keep_the_merged_branch(tmp_path: Pa
         cleanups = (await h.client.get("/tasks/PROJ-42")).json()["cleanups"]
         assert [(c["step"], c["status"]) for c in cleanups] == [("remote_branch", "refused")]
         assert "protected on gitea (acme/app)" in cleanups[0]["last_error"]
+
+
+async def test_three_tasks_merged_through_pull_requests_leave_no_branch(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        sim.checks["ci/build"] = "success"
+        for seq in (1, 2, 3):
+            issue = f"{seq}d9c7a36-6f53-4a4c-9f55-3b0b9b1f7a0{seq}"
+            await h.send("To Analyse", issue=issue, seq=seq, title=f"Ticket {seq}")
+        done = [await _merged_branch_settled(h, ref=f"PROJ-{seq}") for seq in (1, 2, 3)]
+        assert h.remote_branches() == ["main"]  # three merged tasks, no branch left behind
+        assert sorted(t.pr_number or 0 for t in done) == [42, 43, 44]
+        assert all(p.merged for p in sim.pulls.values()) and len(sim.merges) == 3
+        merges = git(h.bare, "log", "--merges", "--format=%H", "main").splitlines()
+        assert sorted(merges) == sorted(t.merge_sha or "" for t in done)
