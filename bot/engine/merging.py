@@ -30,6 +30,13 @@ async def run_merge(svc: Services, job: Job, task: Task) -> None:
         forge, repo = found
         await pull_requests.run_pr_merge(svc, job, task, forge, repo)
         return
+    settings = svc.repo(task.repo)
+    if settings is not None and settings.merge == "pull_request":
+        # Never push straight to the default branch of a repo that merges through pull
+        # requests (start-up refuses this; a port swapped in by hand could still do it).
+        reason = f"no forge {settings.forge!r} to merge the pull request through"
+        await svc.store.run_until_current(block_merge, job, task.id, reason, svc.clock.now())
+        return
     await run_push_merge(svc, job, task)
 
 

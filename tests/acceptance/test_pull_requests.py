@@ -467,3 +467,13 @@ async def test_three_tasks_merged_through_pull_requests_leave_no_branch(tmp_path
         assert all(p.merged for p in sim.pulls.values()) and len(sim.merges) == 3
         merges = git(h.bare, "log", "--merges", "--format=%H", "main").splitlines()
         assert sorted(merges) == sorted(t.merge_sha or "" for t in done)
+
+
+async def test_a_pull_request_repo_without_its_forge_never_pushes_to_main(tmp_path: Path) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        h.svc.forges.clear()  # start-up refuses this; a port swapped out by hand must not push
+        main_before = h.remote_sha("main")
+        await h.send("To Analyse")
+        blocked = await _stage(h, Stage.BLOCKED)
+        assert blocked.blocked_reason == "no forge 'github' to merge the pull request through"
+        assert h.remote_sha("main") == main_before and sim.calls == []
