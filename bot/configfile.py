@@ -23,16 +23,17 @@ def config_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None:
     """The config file to read: `path` (`--config`), else `CONVEYOR_CONFIG`, else
     `./conveyor.toml` when present; None when there is none (the defaults apply)."""
     if path is not None:
-        return _named(Path(path), "--config")
+        return _named(str(path), "--config")
     if env.get("CONVEYOR_CONFIG"):
-        return _named(Path(env["CONVEYOR_CONFIG"]), "CONVEYOR_CONFIG")
+        return _named(env["CONVEYOR_CONFIG"], "CONVEYOR_CONFIG")
     default = Path(DEFAULT_CONFIG_PATH)
     return default if default.exists() else None
 
 
-def _named(path: Path, source: str) -> Path:
-    if not path.is_file():
-        raise ConfigError(MISSING_NAMED.format(path=path, source=source))
+def _named(given: str, source: str) -> Path:
+    path = Path(given)
+    if not path.is_file():  # said as the user wrote it
+        raise ConfigError(MISSING_NAMED.format(path=given, source=source))
     return path
 
 

@@ -53,7 +53,8 @@ class _Version(argparse.Action):
             found = version("conveyor")
         except PackageNotFoundError:
             found = "unknown (not installed)"
-        parser.exit(message=f"conveyor {found}\n")
+        print(f"conveyor {found}")  # on stdout, as `--help` is
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,7 +259,7 @@ def _send_plane(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json({"status": reply.status, **reply.doc})
     else:
-        print(senders.describe_answer(reply.status, reply.doc))
+        print(senders.describe_answer(reply.status, reply.doc, sent_key=args.issue))
     return 0
 
 
