@@ -178,9 +178,12 @@ def render_task(console: Console, doc: Doc) -> None:
     )
     jobs = _pick([{**job, "took": took(job)} for job in doc["jobs"]], *JOB_COLUMNS)
     console.print(table("Jobs", list(JOB_COLUMNS.values()), jobs))
-    details = _job_details(doc["jobs"])
-    if details:
-        console.print(table("Logs and errors", ["job", "what"], details))
+    errors = [[job.get("id"), job["error"]] for job in doc["jobs"] if job.get("error")]
+    if errors:
+        console.print(table("Errors", ["job", "error"], errors))
+    for job in doc["jobs"]:
+        if job.get("log_path"):  # never wrapped: a path to copy whole
+            console.print(Text(f"job {job.get('id')} log: {job['log_path']}"), soft_wrap=True)
     for stop in doc["stops"]:
         console.print(
             table(f"Stop {stop.get('id')} (times in UTC)", ["field", "value"], _stop_rows(stop))
@@ -212,17 +215,6 @@ def _epoch(value: Any) -> float | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def _job_details(jobs: Iterable[Doc]) -> list[list[Any]]:
-    """Per job, its log file and its error, on lines of their own (they are long)."""
-    rows: list[list[Any]] = []
-    for job in jobs:
-        if job.get("log_path"):
-            rows.append([job.get("id"), f"log: {job['log_path']}"])
-        if job.get("error"):
-            rows.append([job.get("id"), f"error: {job['error']}"])
-    return rows
 
 
 def _task_rows(task: Doc) -> list[list[Any]]:
