@@ -4,6 +4,7 @@ paths and errors within 80 columns, and send's honest answers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -76,6 +77,7 @@ class Server:
         return str(self.get(f"/tasks/{key}")["task"]["stage"])
 
 
+@contextlib.contextmanager
 def serve(tmp_path: Path, implementation: str | None = None) -> Iterator[Server]:
     repo, _ = make_repo(tmp_path)
     command, fixed = flaky_agent(tmp_path)
@@ -89,7 +91,8 @@ def serve(tmp_path: Path, implementation: str | None = None) -> Iterator[Server]
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    yield from serve(tmp_path)
+    with serve(tmp_path) as running:
+        yield running
 
 
 def blocked(server: Server) -> dict[str, Any]:
@@ -178,7 +181,7 @@ def test_stop_prints_json_when_asked(server: Server) -> None:
 @pytest.mark.timeout(120)
 def test_logs_follow_prints_the_log_as_it_grows_until_the_job_ends(tmp_path: Path) -> None:
     ticking = write_agent(tmp_path / "agents", "tick.sh", TICKING_AGENT)
-    for server in serve(tmp_path, implementation=ticking):
+    with serve(tmp_path, implementation=ticking) as server:
         server.start()
         server.wait(
             lambda: any(
