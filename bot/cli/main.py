@@ -140,6 +140,7 @@ def _add_demo(sub: Subparsers) -> None:
         default="basic",
         help="basic: STOP while the agent works; deferred: STOP inside the merge (default basic)",
     )
+    demo.add_argument("--json", action="store_true", help="print only a JSON account at the end")
     demo.set_defaults(func=None)  # needs no settings: see _run()
 
 
