@@ -5,6 +5,7 @@ current, the port is ours; and the start-up log line that says what is in use.""
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import shlex
 import socket
@@ -140,7 +141,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
-        if exc.errno == 98 or "in use" in str(exc):
+        if exc.errno == errno.EADDRINUSE:
             raise PortInUse(PORT_IN_USE.format(host=host, port=port)) from None
         raise StartError(CANNOT_LISTEN.format(host=host, port=port, why=exc.strerror)) from None
     sock.set_inheritable(True)

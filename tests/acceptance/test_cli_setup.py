@@ -291,3 +291,26 @@ def test_the_start_up_line_says_what_is_in_use_and_no_secret(tmp_path: Path) -> 
     assert "trackers=plane (webhooks)" in start
     assert "agents=analysis=claude implementation=claude review=claude" in start
     assert "do-not-print" not in out
+
+
+def test_check_says_when_the_database_does_not_answer(tmp_path: Path) -> None:
+    repo, _ = make_repo(tmp_path)
+    example_config(tmp_path, repo.path)
+    url = f"postgresql://conveyor:pw-do-not-print@127.0.0.1:{free_port()}/conveyor"
+    done = conveyor(tmp_path, "check", env={"CONVEYOR_DATABASE_URL": url})
+    assert done.returncode == 2 and "pw-do-not-print" not in done.stdout
+    problem = next(line for line in done.stdout.splitlines() if line.startswith("problem:"))
+    assert problem.startswith(
+        "problem: server.database_url: cannot reach the database PostgreSQL conveyor@127.0.0.1:"
+    )
+
+
+def test_check_accepts_a_postgres_that_answers(tmp_path: Path) -> None:
+    url = os.environ.get("CONVEYOR_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("CONVEYOR_TEST_POSTGRES_URL is not set")
+    repo, _ = make_repo(tmp_path)
+    example_config(tmp_path, repo.path)
+    done = conveyor(tmp_path, "check", env={"CONVEYOR_DATABASE_URL": url})
+    assert done.returncode == 0, done.stdout
+    assert "problem:" not in done.stdout
