@@ -72,6 +72,8 @@ def data_dir_findings(data_dir: Path) -> list[Finding]:
     where = "server.data_dir"
     path = data_dir.expanduser().absolute()
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing == path and not path.is_dir():
+        return [_problem(where, f"{path} is not a directory; point it at a directory")]
     if existing is None or not existing.is_dir():
         blocker = existing or path
         return [_problem(where, f"{path} cannot be made: {blocker} is not a directory")]

@@ -243,7 +243,7 @@ def log_settled(
     reason = (error or f"exit status {exit_code}").splitlines()[0]
     log.warning("stage failed", extra={**where, "reason": reason})
     if after.stage is Stage.BLOCKED:
-        log.warning("task blocked: retries used up", extra={**where, "reason": reason})
+        log.warning("task blocked", extra={**where, "reason": reason})
     elif job.attempt <= retries:
         log.info("retry scheduled", extra={**where, "next_attempt": job.attempt + 1})
 

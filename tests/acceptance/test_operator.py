@@ -67,7 +67,7 @@ async def test_a_failing_agent_is_logged_and_its_error_has_its_last_lines(
         assert all(r.reason == "exit status 3" for r in failed)  # type: ignore[attr-defined]
         retried = records(caplog, "retry scheduled")
         assert [r.next_attempt for r in retried] == [2, 3]  # type: ignore[attr-defined]
-        blocked = records(caplog, "task blocked: retries used up")
+        blocked = records(caplog, "task blocked")
         assert [(r.task, r.job, r.attempt) for r in blocked] == [("PROJ-42", impl[-1].id, 3)]  # type: ignore[attr-defined]
         passed = records(caplog, "stage passed")
         assert [(r.stage, r.next_stage) for r in passed] == [("analysis", "implementation")]  # type: ignore[attr-defined]
