@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from state.models import JobStatus, Stage
-from tests.acceptance.test_engine import events, of_kind, settled, stage_jobs
+from tests.acceptance.test_engine import events, idle_app, of_kind, settled, stage_jobs
 from tests.harness import Harness, running, write_agent
 
 ADMIN = {"X-Admin-Token": "admin-token"}  # what base_settings gives the server
@@ -168,3 +168,12 @@ async def test_retry_runs_the_blocked_stage_again_with_fresh_attempts(
             "(a finished or cancelled one starts afresh from its tracker)",
             "task": "PROJ-42",
         }
+
+
+async def test_a_job_waiting_to_start_has_an_empty_log(tmp_path: Path) -> None:
+    async with idle_app(tmp_path) as h:  # no workers: the analysis job stays queued
+        assert (await h.send("To Analyse")).json()["outcome"] == "started"
+        answer = await h.client.get("/tasks/PROJ-42/logs")
+        assert (answer.status_code, answer.text) == (200, "")
+        assert answer.headers["x-conveyor-job-status"] == "queued"
+        assert answer.headers["x-conveyor-log-size"] == "0"
