@@ -183,14 +183,20 @@ def test_logs_follow_prints_the_log_as_it_grows_until_the_job_ends(tmp_path: Pat
     ticking = write_agent(tmp_path / "agents", "tick.sh", TICKING_AGENT)
     with serve(tmp_path, implementation=ticking) as server:
         server.start()
-        server.wait(
-            lambda: any(
-                j["stage"] == "implementation" and j["status"] == "running"
-                for j in server.get("/tasks/PROJ-42")["jobs"]
+        job = server.wait(
+            lambda: next(
+                (
+                    j["id"]
+                    for j in server.get("/tasks/PROJ-42")["jobs"]
+                    if j["stage"] == "implementation" and j["status"] == "running"
+                ),
+                None,
             ),
             "the implementation agent",
         )
-        followed = server.cli("logs", "PROJ-42", "--follow")
+        # By job id: on a busy machine the agent may be done (and review running) before
+        # this process starts; then the whole log comes at once, as it should.
+        followed = server.cli("logs", "PROJ-42", "--job", str(job), "--follow")
         assert followed.returncode == 0 and followed.stderr == ""
         assert followed.stdout == "".join(f"tick {n}\n" for n in range(1, 7))
         impl = [j for j in server.get("/tasks/PROJ-42")["jobs"] if j["stage"] == "implementation"]
