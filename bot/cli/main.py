@@ -258,7 +258,7 @@ def _send_plane(args: argparse.Namespace, settings: Settings) -> int:
     with ServerClient(args.url or settings.server_url()) as client:
         reply = client.post("/webhooks/plane", content=delivery.body, headers=delivery.headers)
     if args.json:
-        print_json({"status": reply.status, **reply.doc})
+        print_json(reply.doc)  # the server's answer as it came
     else:
         print(senders.describe_answer(reply.status, reply.doc, sent_key=args.issue))
     return 0

@@ -67,7 +67,7 @@ def stop(args: argparse.Namespace, reach: Reach) -> int:
     with client(reach) as http:
         path = ref_path("/tasks", args.ref, "/stop")
         reply = http.post(path, json=body, headers=admin_headers(reach))
-    _said(args, reply.status, reply.doc, describe_stop(reply.status, reply.doc, args.ref))
+    _said(args, reply.doc, describe_stop(reply.status, reply.doc, args.ref))
     return 0
 
 
@@ -87,13 +87,14 @@ def retry(args: argparse.Namespace, reach: Reach) -> int:
     doc = reply.doc
     parts = [str(doc.get("status", "?")), str(doc.get("task") or args.ref)]
     parts += [f"{name}={doc[name]}" for name in ("stage", "job") if doc.get(name) is not None]
-    _said(args, reply.status, doc, " ".join([*parts, f"({reply.status})"]))
+    _said(args, doc, " ".join([*parts, f"({reply.status})"]))
     return 0
 
 
-def _said(args: argparse.Namespace, status: int, doc: dict[str, Any], line: str) -> None:
+def _said(args: argparse.Namespace, doc: dict[str, Any], line: str) -> None:
+    """The server's JSON as it came (--json), else the one line."""
     if args.json:
-        print_json({"http_status": status, **doc})
+        print_json(doc)
     else:
         print(line)
 
