@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -19,6 +20,7 @@ from state.machine import Trigger, decide
 from state.models import Job, JobStatus, Stage, Task
 from state.store import add_event, get_task, update_task
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LEASE_WAIT_SECONDS = 0.5
@@ -86,6 +88,8 @@ async def finish_merge(svc: Services, job: Job, task: Task, sha: str | None) -> 
     svc.wake_workers()
     if after is None:
         return
+    where = stages.log_context(after.key, job, sha=sha, next_stage=after.stage.value)
+    log.info("merged", extra=where)
     await delete_merged_branch(svc, after)
     if after.stage is Stage.DONE:
         await releasing.after_done(svc, after)

@@ -76,10 +76,12 @@ def _begin_merge(conn: Connection, job: Job, task_id: int, now: float) -> Task |
 
 
 async def _retry(svc: Services, job: Job, task_id: int, reason: str) -> None:
-    await svc.store.run_until_current(
+    after = await svc.store.run_until_current(
         _merge_failed, job, task_id, reason, svc.clock.now(), stages._policy(svc)
     )
     svc.wake_workers()
+    if after is not None:
+        stages.log_settled(job, after, None, reason, retries=svc.settings.workers.retries)
 
 
 def _merge_failed(
