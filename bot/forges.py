@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from bot.errors import ConfigError
-from bot.settings import Settings
+from bot.settings import RepoSettings, Settings
 from integrations.forges.base import Forge
 from integrations.forges.gitea import GiteaForge
 from integrations.forges.github import GitHubForge
@@ -53,17 +53,27 @@ def build_forges(settings: Settings, http: httpx.AsyncClient) -> dict[str, Forge
     return {name: forge for name, forge in built.items() if forge is not None}
 
 
+def credentials_missing(settings: Settings, repo: RepoSettings) -> str | None:
+    """What the repo's forge lacks to be built (`conveyor check` says it before serving)."""
+    if not repo.forge or repo.forge not in BUILDERS:
+        return None
+    section = settings.tracker(repo.forge)
+    ready = bool(section.token.get_secret_value()) if isinstance(section, GitHubSettings) else False
+    if isinstance(section, GiteaSettings):
+        ready = bool(section.token.get_secret_value() and section.base_url)
+    return None if ready else _needs(repo)
+
+
+def _needs(repo: RepoSettings) -> str:
+    why = (
+        "merges through pull requests" if repo.merge == "pull_request" else "asks about protection"
+    )
+    return f"{why} on {repo.forge}, which needs {_NEEDS.get(repo.forge, 'a forge conveyor knows')}"
+
+
 def check_repo_forges(settings: Settings, forges: Mapping[str, Forge]) -> None:
     """Every repo naming a forge has it (credentials set): it merges pull requests there,
     and branch protection is asked there before any deletion."""
     for repo in settings.repos:
         if repo.forge and repo.forge not in forges:
-            why = (
-                "merges through pull requests"
-                if repo.merge == "pull_request"
-                else "asks about protection"
-            )
-            raise ConfigError(
-                f"repos.{repo.name} {why} on {repo.forge}, which needs "
-                f"{_NEEDS.get(repo.forge, 'a forge conveyor knows')}"
-            )
+            raise ConfigError(f"repos.{repo.name} {_needs(repo)}")

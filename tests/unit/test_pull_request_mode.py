@@ -174,3 +174,26 @@ async def test_a_push_repo_naming_a_forge_without_credentials_is_refused() -> No
         "repos.app asks about protection on github, which needs "
         "[trackers.github] token (CONVEYOR_GITHUB_TOKEN)"
     )
+
+
+def test_conveyor_check_names_missing_forge_credentials_before_serving() -> None:
+    from bot.check import Level, forge_findings
+
+    bare = settings_from_dict(
+        {"repos": [_repo(merge="pull_request", forge="gitea", forge_repo="acme/app")]}
+    )
+    [finding] = forge_findings(bare, bare.repos[0])
+    assert (finding.level, finding.where) == (Level.PROBLEM, "repos.app.forge")
+    assert finding.message == (
+        "merges through pull requests on gitea, which needs [trackers.gitea] token and "
+        "base_url (CONVEYOR_GITEA_TOKEN, CONVEYOR_GITEA_BASE_URL)"
+    )
+    ready = settings_from_dict(
+        {
+            "trackers": {"gitea": {"token": "t", "base_url": "https://git.example.test"}},
+            "repos": [_repo(merge="pull_request", forge="gitea", forge_repo="acme/app")],
+        }
+    )
+    assert forge_findings(ready, ready.repos[0]) == []
+    push = settings_from_dict({"repos": [_repo()]})
+    assert forge_findings(push, push.repos[0]) == []
