@@ -1,5 +1,5 @@
 """`conveyor` command line: serve, db upgrade, demo, and the operator verbs that talk to a
-running server over HTTP (queue, tasks, show, stop, send plane).
+running server over HTTP (queue, tasks, show, stop, reconcile, send <tracker>).
 
 Every failure a user can cause ends in one readable line and a non-zero exit status:
 2 for a bad setting or argument, 1 for what the server refused or could not do.
@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 
 from rich.console import Console
 
-from bot.cli import tables
+from bot.cli import reconcile, senders, tables
 from bot.cli.remote import ServerClient, ref_path
 from bot.errors import ConfigError, ConveyorError, UsageError
 from bot.settings import Settings, load_settings
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_views(sub)
     _add_stop(sub)
     _add_send(sub)
+    reconcile.add_parser(sub, _url_option)
     return parser
 
 
@@ -109,6 +110,7 @@ def _add_send(sub: Subparsers) -> None:
     plane.add_argument("--title", metavar="TEXT")
     _url_option(plane)
     plane.set_defaults(func=_send_plane)
+    senders.add_parsers(trackers, _url_option)
 
 
 # -- serve, db ---------------------------------------------------------------------------
@@ -189,7 +191,6 @@ def describe_stop(status: int, doc: dict[str, Any], ref: str) -> str:
 
 def _send_plane(args: argparse.Namespace, settings: Settings) -> int:
     """Build, sign and post a Plane state change; print the answer in one line."""
-    from bot.cli import senders
     from integrations.trackers.plane.payloads import Ticket
 
     ticket = Ticket(
