@@ -9,10 +9,8 @@ ref is refused with 409 naming both, a qualified one finds the right task.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +19,10 @@ import httpx
 import pytest
 import respx
 
-from bot.cli.main import main
 from bot.serve import serving_in_thread
 from bot.settings import settings_from_dict
 from integrations.trackers.plane.payloads import stable_id
+from tests.acceptance.test_cli import _keep_logging, run  # noqa: F401 (an autouse fixture)
 from tests.gitrepo import make_repo
 from tests.harness import COOPERATIVE_AGENT, PROJECT, SECRET, base_settings, write_agent
 
@@ -37,16 +35,6 @@ SECRETS = {
 }
 PROJECTS = {"github": "acme/gh-app", "gitea": "acme/gt-app", "linear": "ENG", "jira": "PROJ"}
 PLANE_API = "http://plane.test"
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging() -> Iterator[None]:
-    """main() may configure logging; give the next test the root logger it had."""
-    root = logging.getLogger()
-    saved, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = saved
-    root.setLevel(level)
 
 
 def settings_doc(tmp_path: Path, **plane: Any) -> dict[str, Any]:
@@ -78,12 +66,6 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVEYOR_PLANE_WEBHOOK_SECRET", SECRET)
     for name, secret in SECRETS.items():
         monkeypatch.setenv(f"CONVEYOR_{name.upper()}_WEBHOOK_SECRET", secret)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def get(url: str, path: str) -> dict[str, Any]:
