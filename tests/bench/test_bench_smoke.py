@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bench import queue_scale, reset_cost, stop_latency, webhook_intake
+from bench import queue_scale, reconcile, reset_cost, stop_latency, webhook_intake
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +68,16 @@ def test_queue_scale_smoke() -> None:
     for backend in backends:
         assert all(sane(factor) for _, _, factor in result.growth(backend, "queue"))
     assert "growth per 10x" in queue_scale.render(result)
+
+
+def test_reconcile_smoke() -> None:
+    result = reconcile.run(sizes=[5, 20], passes=2, tasks=2, interval=1.0)
+    assert result.clean, (result.latency.problems, result.survivors)
+    assert [row.live for row in result.rows] == [5, 20, 20]
+    for row in result.rows:
+        assert len(row.conveyor) == len(row.floor) == 2
+        assert all(sane(v) for v in row.conveyor + row.floor)
+        assert all(n >= 2 for n in row.requests) and row.floor_requests >= 2
+    assert len(result.latency.reconcile) == len(result.latency.webhook) == 1
+    assert all(sane(v) for v in result.latency.reconcile + result.latency.webhook)
+    assert "a pass finds it" in reconcile.render(result.rows, result.latency, 1.0)
