@@ -7,6 +7,7 @@ The payload modules are imported when a verb runs, so building the parser stays 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -57,7 +58,7 @@ def add_parsers(trackers: Any, url_option: AddUrl) -> None:
             parser.add_argument(
                 "--state-reason", choices=["completed", "not_planned"], default="not_planned"
             )
-        url_option(parser)
+        _common(parser, url_option)
         parser.set_defaults(func=send_labels)
     for name, helptext in (
         ("linear", "a Linear Issue update (a workflow state change) or remove"),
@@ -70,8 +71,13 @@ def add_parsers(trackers: Any, url_option: AddUrl) -> None:
         parser.add_argument("--title", metavar="TEXT")
         if name == "jira":
             parser.add_argument("--before", default="To Do", metavar="NAME")
-        url_option(parser)
+        _common(parser, url_option)
         parser.set_defaults(func=send_states)
+
+
+def _common(parser: argparse.ArgumentParser, url_option: AddUrl) -> None:
+    parser.add_argument("--json", action="store_true", help="print the server's JSON answer")
+    url_option(parser)
 
 
 # -- the verbs -----------------------------------------------------------------------------
@@ -91,7 +97,9 @@ def _post(args: argparse.Namespace, settings: Settings, sent: Sent) -> int:
     headers, body = sent
     with ServerClient(args.url or settings.server_url()) as client:
         reply = client.post(f"/webhooks/{args.tracker}", content=body, headers=headers)
-    print(describe_answer(reply.status, reply.doc))
+    print(
+        json.dumps(reply.doc, indent=2) if args.json else describe_answer(reply.status, reply.doc)
+    )
     return 0
 
 

@@ -108,6 +108,10 @@ def test_send_starts_and_stops_in_every_tracker_and_refs_name_the_tracker(
             "",
         )
 
+        again = ["jira", "--issue", "PROJ-42", "--state", "To Analyse", "--json"]
+        code, out, err = run(capsys, "send", *again, "--url", url)  # still in analysis
+        assert code == 0 and json.loads(out)["task"] == "PROJ-42"
+
         # PROJ-42 is a Plane ticket and a Jira one: a bare ref names both, and is refused.
         code, out, err = run(capsys, "show", "PROJ-42", "--url", url)
         assert (code, out) == (1, "")
