@@ -102,13 +102,21 @@ def set_watermark(conn: Connection, tracker: str, project: str, at: float, now: 
     )
 
 
-def live_tickets(conn: Connection, tracker: str) -> list[tuple[int, str, str, str]]:
-    """(task id, project, issue id, key) of the tracker's live (non-terminal) tasks."""
+def next_live_ticket(
+    conn: Connection, tracker: str, after_task: int
+) -> tuple[int, str, str, str] | None:
+    """(task id, project, issue id, key) of the tracker's first live (non-terminal) task
+    after task id `after_task`, wrapping round to the first: one row, whatever the count
+    of live tasks (the round-robin read for deletions)."""
     from state.schema import tasks
 
-    rows = conn.execute(
+    query = (
         select(tasks.c.id, tasks.c.project_id, tasks.c.issue_id, tasks.c.key)
         .where(tasks.c.tracker == tracker, tasks.c.stage.not_in(("done", "cancelled")))
         .order_by(tasks.c.id)
-    ).all()
-    return [(r.id, r.project_id or "", r.issue_id, r.key) for r in rows]
+        .limit(1)
+    )
+    row = conn.execute(query.where(tasks.c.id > after_task)).first()
+    if row is None and after_task > 0:
+        row = conn.execute(query).first()
+    return None if row is None else (row.id, row.project_id or "", row.issue_id, row.key)

@@ -212,18 +212,18 @@ def _differs(previously: tickets.SeenTicket, ticket: Ticket) -> bool:
 async def _read_one_live(
     svc: Services, tracker: Tracker, health: TrackerHealth, report: PassReport
 ) -> None:
-    live = await svc.store.run_read(tickets.live_tickets, tracker.name)
-    if not live:
+    live = await svc.store.run_read(tickets.next_live_ticket, tracker.name, health.cursor)
+    if live is None:
         return
-    task_id, project, issue_id, key = live[health.cursor % len(live)]
-    health.cursor += 1
+    task_id, project, issue_id, key = live
+    before, health.cursor = health.cursor, task_id  # a read that fails moves on too
     read = await tracker.read(TicketRef(tracker.name, project, issue_id, key))
     if not isinstance(read, Gone):
         health.gone_once.discard(issue_id)
         return
     if issue_id not in health.gone_once:
         health.gone_once.add(issue_id)  # once could be a glitch: read it again next time
-        health.cursor -= 1
+        health.cursor = before
         return
     health.gone_once.discard(issue_id)
     if svc.settings.reconcile.stop_deleted:

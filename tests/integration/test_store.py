@@ -278,3 +278,20 @@ def test_refs_name_the_tracker_and_an_ambiguous_bare_ref_lists_the_candidates(
     assert store.query(resolve_task, "plane:PROJ-42") == dead
     assert isinstance(store.query(resolve_task, "PROJ-42"), Ambiguous)
     assert store.query(find_task, "PROJ-42") == jira  # the looking-only lookup: newest live
+
+
+def test_the_round_robin_read_walks_live_tasks_by_id_and_wraps(store: Store) -> None:
+    from state.tickets import next_live_ticket
+
+    a, b, c = (store.write(insert_task, new_task(f"i{n}", f"K-{n}"), NOW) for n in (1, 2, 3))
+    store.write(update_task, b, NOW, stage=Stage.DONE)  # terminal: never read
+    walked = []
+    cursor = 0
+    for _ in range(4):
+        found = store.query(next_live_ticket, "plane", cursor)
+        assert found is not None
+        cursor = found[0]
+        walked.append(found[3])
+    assert walked == ["K-1", "K-3", "K-1", "K-3"]
+    assert store.query(next_live_ticket, "jira", 0) is None
+    assert (a.id, c.id) == (store.query(next_live_ticket, "plane", 0)[0], cursor)  # type: ignore[index]
