@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bot.cli.remote import ServerClient
-from bot.settings import Settings
+from bot.cli.output import print_json
+
+if TYPE_CHECKING:
+    from bot.cli.reach import Reach
 
 AddUrl = Callable[[argparse.ArgumentParser], None]
 NOTHING = "no tracker has API credentials and a mapped project: nothing to reconcile"
@@ -21,20 +22,18 @@ def add_parser(sub: Any, url_option: AddUrl) -> None:
     parser = sub.add_parser("reconcile", help="a reconciliation pass now, and what it found")
     parser.add_argument("--json", action="store_true", help="print the server's JSON")
     url_option(parser)
-    parser.set_defaults(func=reconcile)
+    parser.set_defaults(remote=reconcile)
 
 
-def reconcile(args: argparse.Namespace, settings: Settings) -> int:
+def reconcile(args: argparse.Namespace, reach: Reach) -> int:
     """POST /reconcile; exit 1 when a tracker's pass failed (its error is printed)."""
-    headers = {}
-    token = settings.server.admin_token.get_secret_value()
-    if token:  # without one the server says what is missing (401/403)
-        headers["X-Admin-Token"] = token
-    with ServerClient(args.url or settings.server_url()) as client:
-        doc = client.post("/reconcile", headers=headers).doc
+    from bot.cli.verbs import admin_headers, client
+
+    with client(reach) as http:
+        doc = http.post("/reconcile", headers=admin_headers(reach)).doc
     trackers: dict[str, dict[str, Any]] = doc.get("trackers") or {}
     if args.json:
-        print(json.dumps(doc, indent=2))
+        print_json(doc)
     else:
         print("\n".join(describe_pass(n, r) for n, r in sorted(trackers.items())) or NOTHING)
     return 1 if any(report.get("error") for report in trackers.values()) else 0

@@ -7,17 +7,17 @@ The payload modules are imported when a verb runs, so building the parser stays 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from bot.cli.output import print_json
 from bot.cli.remote import ServerClient
 from bot.errors import ConfigError, UsageError
-from bot.settings import Settings
 
 if TYPE_CHECKING:
+    from bot.settings import Settings
     from integrations.trackers.plane import payloads as plane_payloads
 
 Headers = dict[str, str]
@@ -49,14 +49,20 @@ def add_parsers(trackers: Any, url_option: AddUrl) -> None:
         parser.add_argument("--issue", required=True, metavar="N", help="the issue number")
         parser.add_argument("--label", metavar="NAME", help="e.g. conveyor:analyse, conveyor:stop")
         parser.add_argument(
-            "--action", choices=["labeled", "unlabeled", "closed"], default="labeled"
+            "--action",
+            choices=["labeled", "unlabeled", "closed"],
+            default="labeled",
+            help="the label added (default), removed, or the issue closed",
         )
         parser.add_argument("--repo", metavar="OWNER/NAME", help="default: the first mapped repo")
-        parser.add_argument("--sender", default="conveyor-cli", metavar="LOGIN")
-        parser.add_argument("--title", metavar="TEXT")
+        parser.add_argument("--sender", default="conveyor-cli", metavar="LOGIN", help="who did it")
+        parser.add_argument("--title", metavar="TEXT", help="the issue's title")
         if name == "github":
             parser.add_argument(
-                "--state-reason", choices=["completed", "not_planned"], default="not_planned"
+                "--state-reason",
+                choices=["completed", "not_planned"],
+                default="not_planned",
+                help="why it was closed (default not_planned)",
             )
         _common(parser, url_option)
         parser.set_defaults(func=send_labels)
@@ -68,9 +74,11 @@ def add_parsers(trackers: Any, url_option: AddUrl) -> None:
         parser.add_argument("--issue", required=True, metavar="KEY", help="e.g. ENG-123, PROJ-42")
         parser.add_argument("--state", required=True, metavar="NAME", help="e.g. 'To Analyse'")
         parser.add_argument("--delete", action="store_true", help="send the deletion instead")
-        parser.add_argument("--title", metavar="TEXT")
+        parser.add_argument("--title", metavar="TEXT", help="the issue's title")
         if name == "jira":
-            parser.add_argument("--before", default="To Do", metavar="NAME")
+            parser.add_argument(
+                "--before", default="To Do", metavar="NAME", help="the status it left"
+            )
         _common(parser, url_option)
         parser.set_defaults(func=send_states)
 
@@ -97,9 +105,10 @@ def _post(args: argparse.Namespace, settings: Settings, sent: Sent) -> int:
     headers, body = sent
     with ServerClient(args.url or settings.server_url()) as client:
         reply = client.post(f"/webhooks/{args.tracker}", content=body, headers=headers)
-    print(
-        json.dumps(reply.doc, indent=2) if args.json else describe_answer(reply.status, reply.doc)
-    )
+    if args.json:
+        print_json(reply.doc)  # the server's answer as it came
+    else:
+        print(describe_answer(reply.status, reply.doc))
     return 0
 
 
@@ -232,10 +241,21 @@ def plane_delivery(
         raise (ConfigError if "secret" in message else UsageError)(message) from None
 
 
-def describe_answer(status: int, doc: dict[str, object]) -> str:
-    """One line for a webhook answer: `202 started PROJ-42` (+ reason, stop id)."""
-    parts = [str(status), str(doc.get("outcome", "?")), str(doc.get("task") or "-")]
+def describe_answer(status: int, doc: dict[str, object], sent_key: str | None = None) -> str:
+    """One line for a webhook answer: `202 started PROJ-42` (+ reason, stop id), and a
+    note when the server named the ticket otherwise than it was sent (then `show` and
+    `stop` need the server's name)."""
+    task = str(doc.get("task") or "-")
+    parts = [str(status), str(doc.get("outcome", "?")), task]
     for name in ("reason", "stop_id"):
         if doc.get(name):
             parts.append(f"{name}={doc[name]}")
+    if sent_key and task not in ("-", sent_key):
+        parts.append(RENAMED.format(sent=sent_key, task=task))
     return " ".join(parts)
+
+
+RENAMED = (
+    "(sent as {sent}; the server calls it {task}: give its project an identifier in "
+    "trackers.plane.project_identifiers, or use {task} with show, logs and stop)"
+)

@@ -115,7 +115,10 @@ def test_send_starts_and_stops_in_every_tracker_and_refs_name_the_tracker(
         # PROJ-42 is a Plane ticket and a Jira one: a bare ref names both, and is refused.
         code, out, err = run(capsys, "show", "PROJ-42", "--url", url)
         assert (code, out) == (1, "")
-        assert "409" in err and "jira:PROJ-42, plane:PROJ-42" in err
+        assert err == (
+            "conveyor: 'PROJ-42' names tasks of several trackers: jira:PROJ-42, plane:PROJ-42;"
+            " name the tracker, e.g. jira:PROJ-42\n"
+        )
         answer = httpx.get(f"{url}/tasks/PROJ-42", timeout=10)
         assert answer.status_code == 409
         assert answer.json()["candidates"] == ["jira:PROJ-42", "plane:PROJ-42"]

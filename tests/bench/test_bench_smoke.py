@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bench import queue_scale, reconcile, reset_cost, stop_latency, webhook_intake
+from bench import cli_startup, queue_scale, reconcile, reset_cost, stop_latency, webhook_intake
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +81,11 @@ def test_reconcile_smoke() -> None:
     assert len(result.latency.reconcile) == len(result.latency.webhook) == 1
     assert all(sane(v) for v in result.latency.reconcile + result.latency.webhook)
     assert "a pass finds it" in reconcile.render(result.rows, result.latency, 1.0)
+
+
+def test_cli_startup_smoke() -> None:
+    result = cli_startup.run(repeats=2)
+    assert result.clean, (result.failures, result.survivors)
+    assert all(len(v) == 2 and all(sane(t) for t in v) for v in result.times.values())
+    assert sane(result.floor)
+    assert "python -c pass (floor)" in cli_startup.render(result)
