@@ -8,9 +8,9 @@ ref is refused with 409 naming both, a qualified one finds the right task.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from bot.serve import serving_in_thread
 from bot.settings import settings_from_dict
 from integrations.trackers.plane.payloads import stable_id
 from tests.acceptance.test_cli import _keep_logging, run  # noqa: F401 (an autouse fixture)
+from tests.acceptance.test_cli import wait_for as cli_wait_for
 from tests.gitrepo import make_repo
 from tests.harness import COOPERATIVE_AGENT, PROJECT, SECRET, base_settings, write_agent
 
@@ -73,12 +74,7 @@ def get(url: str, path: str) -> dict[str, Any]:
     return doc
 
 
-def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return found
+wait_for = functools.partial(cli_wait_for, timeout=60.0)
 
 
 def stage_of(url: str, ref: str) -> str:
