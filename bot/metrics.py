@@ -84,6 +84,15 @@ class Metrics:
             ["tracker"],
             registry=self.registry,
         )
+        self.worktrees_swept = Counter(
+            "conveyor_worktrees_swept",
+            "Worktrees under this server's root swept because their task is terminal or "
+            "unknown, by result (removed, refused, failed).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("removed", "refused", "failed"):
+            self.worktrees_swept.labels(result)
         self.registry.register(StoreGauges(store, agents))
         self.registry.register(ReconcileLag(reconcile or {}, clock))
         for outcome in STOP_OUTCOMES:
@@ -95,6 +104,9 @@ class Metrics:
     def reconcile_pass(self, tracker: str, result: str, missed: int) -> None:
         self.reconcile_passes.labels(tracker, result).inc()
         self.missed_webhooks.labels(tracker).inc(missed)
+
+    def worktree_swept(self, result: str) -> None:
+        self.worktrees_swept.labels(result).inc()
 
     def stop_requested(self, outcome: str) -> None:
         """A new stop decided: stop_requested, stop_deferred or noop_already_terminal."""
