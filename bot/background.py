@@ -36,6 +36,7 @@ async def started(svc: Services) -> AsyncIterator[None]:
     stops; workers claim once the first reconciliation pass has read the tickets."""
     await register(svc)
     await recover_interrupted(svc)
+    await owners.catch_up(svc)  # steps handed to this server while it was away
     await sweep.sweep_worktrees(svc, min_age=0.0)  # no worker of ours is adding one yet
     pool = WorkerPool(
         svc.settings,
@@ -50,7 +51,6 @@ async def started(svc: Services) -> AsyncIterator[None]:
     )
     svc.workers = pool
     listener = start_listening(svc, pool)
-    owners.do_owed(svc)  # steps handed to this server while it was away
     scheduler = svc.scheduler = build_scheduler(svc)
     scheduler.start()
     await pool.start()
@@ -107,7 +107,7 @@ def start_listening(svc: Services, pool: WorkerPool) -> asyncio.Task[None] | Non
 
     pool.listening = lambda: up["now"]
     channels = (JOBS_CHANNEL, HOST_STEPS_CHANNEL)
-    info = conninfo(svc.store.engine.url)
+    info = conninfo(svc.store.engine.url, svc.server.id)
     return asyncio.get_running_loop().create_task(
         listen(info, channels, on_notify, on_connected), name="conveyor-listen"
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
 
+from state.listen import listening_servers
 from state.models import HostStep, HostStepStatus, ServerIdentity, Task
 from state.schema import host_steps, servers, stop_records, tasks
 from state.store import insert_ignore, original_key
@@ -57,6 +58,15 @@ def is_gone(server: dict[str, Any] | None, now: float, silent_after: float) -> b
     if server is None or server["stopped_at"] is not None or server["retired_at"] is not None:
         return True
     return bool(now - server["seen_at"] > silent_after)
+
+
+def owner_absent(conn: Connection, server_id: str, now: float, silent_after: float) -> bool:
+    """The owner is not there to act: gone by its record, or (PostgreSQL) its listening
+    session is not connected, which ends the moment a killed server's process does."""
+    if is_gone(get_server(conn, server_id), now, silent_after):
+        return True
+    listening = listening_servers(conn)
+    return listening is not None and server_id not in listening
 
 
 def retire_server(conn: Connection, server_id: str, now: float) -> int:
@@ -176,9 +186,11 @@ def pending_summary(conn: Connection, now: float, silent_after: float) -> list[d
         .where(host_steps.c.status == HostStepStatus.PENDING.value)
         .order_by(host_steps.c.id)
     )
+    listening = listening_servers(conn)
     found = []
     for r in rows:
         server = None if r.id is None else dict(r._mapping)
+        absent = listening is not None and r.server_id not in listening
         found.append(
             {
                 "task": original_key(r.key),
@@ -188,7 +200,7 @@ def pending_summary(conn: Connection, now: float, silent_after: float) -> list[d
                 "host": r.host or "",
                 "since": r.created_at,
                 "owner_seen_at": None if server is None else server["seen_at"],
-                "owner_gone": is_gone(server, now, silent_after),
+                "owner_gone": absent or is_gone(server, now, silent_after),
             }
         )
     return found

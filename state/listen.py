@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg import sql
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,28 @@ OnNotify = Callable[[str, str], None]
 OnConnected = Callable[[bool], None]
 
 
-def conninfo(url: URL) -> str:
-    """The libpq URL of an SQLAlchemy PostgreSQL URL (psycopg wants no driver name)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+APPLICATION_PREFIX = "conveyor-listen:"  # + the server id: who is listening, seen by all
+
+
+def conninfo(url: URL, server_id: str) -> str:
+    """The libpq URL of an SQLAlchemy PostgreSQL URL (psycopg wants no driver name),
+    naming the session after the server, so other servers see that it is there."""
+    named = url.set(drivername="postgresql").update_query_dict(
+        {"application_name": APPLICATION_PREFIX + server_id}
+    )
+    return named.render_as_string(hide_password=False)
+
+
+def listening_servers(conn: Connection) -> set[str] | None:
+    """The ids of the servers whose LISTEN session is connected right now (PostgreSQL:
+    a killed server's session ends with it); None on SQLite."""
+    if conn.dialect.name != "postgresql":
+        return None
+    rows = conn.execute(
+        text("SELECT application_name FROM pg_stat_activity WHERE application_name LIKE :p"),
+        {"p": APPLICATION_PREFIX + "%"},
+    )
+    return {str(r[0])[len(APPLICATION_PREFIX) :] for r in rows}
 
 
 async def listen(

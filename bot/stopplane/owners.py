@@ -32,6 +32,7 @@ WAIT_POLL_SECONDS = 0.05
 PROCESSES_SLACK_SECONDS = 5.0  # beyond the grace: the confirm (2 s) and the hand-over
 WORKTREE_WAIT_SECONDS = 15.0
 SILENT_AFTER_SECONDS = hosts.SILENT_AFTER_SECONDS
+OWNER_LOOK_SECONDS = 1.0  # how often a waiting reset checks that the owner is still there
 
 
 def foreign_owners(running: list[Job], svc: Services) -> dict[str, list[Job]]:
@@ -70,15 +71,16 @@ async def hand_off(
     owner = await svc.store.run_read(hosts.get_server, server_id)
     host = owner["host"] if owner else ""
     deadline = svc.clock.monotonic() + wait_seconds
-    while recorded.status is HostStepStatus.PENDING:
-        if hosts.is_gone(owner, svc.clock.now(), SILENT_AFTER_SECONDS):
-            break
+    next_look = svc.clock.monotonic() + OWNER_LOOK_SECONDS
+    absent = await _absent(svc, server_id)
+    while recorded.status is HostStepStatus.PENDING and not absent:
         if svc.clock.monotonic() >= deadline:
             break
         await asyncio.sleep(WAIT_POLL_SECONDS)
         recorded = await _reread(svc, recorded)
-        if svc.clock.monotonic() >= deadline - 1:
-            owner = await svc.store.run_read(hosts.get_server, server_id)
+        if svc.clock.monotonic() >= next_look:  # killed meanwhile? no need to wait then
+            next_look += OWNER_LOOK_SECONDS
+            absent = await _absent(svc, server_id)
     if recorded.status is HostStepStatus.DONE:
         return {"by": server_id, "host": host, **hosts.step_result(recorded)}
     log.warning(
@@ -86,6 +88,12 @@ async def hand_off(
         extra={"task": original_key(task.key), "stop_id": rec.id, "action": step, "host": host},
     )
     return {"pending_on": server_id, "host": host}
+
+
+async def _absent(svc: Services, server_id: str) -> bool:
+    return await svc.store.run_read(
+        hosts.owner_absent, server_id, svc.clock.now(), SILENT_AFTER_SECONDS
+    )
 
 
 async def _reread(svc: Services, step: HostStep) -> HostStep:
@@ -124,10 +132,12 @@ def processes_wait(svc: Services) -> float:
 
 def do_owed(svc: Services) -> None:
     """Start every step this server owes that is not already under way here."""
-    svc.launch(_do_owed(svc), name="host-steps")
+    svc.launch(catch_up(svc), name="host-steps")
 
 
-async def _do_owed(svc: Services) -> None:
+async def catch_up(svc: Services) -> None:
+    """Do every step this server owes (at start-up: what was handed over while it was
+    away), each stop's steps in order, the stops side by side."""
     if not svc.server.id:
         return
     owed = await svc.store.run_read(hosts.pending_for_server, svc.server.id)
