@@ -23,7 +23,7 @@ from bot.stopplane.groups import stop_jobs, summarise
 from integrations import git
 from integrations.errors import IntegrationError
 from state import hosts, jobs, stops
-from state.models import HostStep, HostStepStatus, Job, StopRecord, Task
+from state.models import HostStep, HostStepStatus, Job, ServerIdentity, StopRecord, Task
 from state.store import add_event, get_task, original_key
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,11 @@ SILENT_AFTER_SECONDS = hosts.SILENT_AFTER_SECONDS
 OWNER_LOOK_SECONDS = 1.0  # how often a waiting reset checks that the owner is still there
 
 
-def foreign_owners(running: list[Job], svc: Services) -> dict[str, list[Job]]:
+def foreign_owners(running: list[Job], server: ServerIdentity) -> dict[str, list[Job]]:
     """Running jobs another server claimed, by that server's id."""
     found: dict[str, list[Job]] = {}
     for job in running:
-        if job.server_id and not owned_here(job, svc.server):
+        if job.server_id and not owned_here(job, server):
             found.setdefault(job.server_id, []).append(job)
     return found
 
@@ -159,16 +159,32 @@ async def _do_in_order(svc: Services, steps: list[HostStep]) -> None:
             svc.owed.discard(step.id)
 
 
+def hand_over_in(conn: Any, rec: StopRecord, running: list[Job], server: ServerIdentity) -> None:
+    """Inside the stop's own transaction: hand other servers' agents to them, so the
+    NOTIFY reaches their owners the moment the intent commits."""
+    for server_id, theirs in foreign_owners(running, server).items():
+        hosts.add_host_step(
+            conn,
+            stop_id=rec.id,
+            task_id=rec.task_id,
+            server_id=server_id,
+            step="processes",
+            detail={"jobs": [j.id for j in theirs], "requested_at": rec.requested_at},
+            now=rec.requested_at,
+        )
+
+
 async def do_step(svc: Services, step: HostStep) -> None:
     """Do one owed step and record its result; a failure leaves it pending for later."""
-    task = await svc.store.run_read(get_task, step.task_id)
     try:
         if step.step == "processes":
             result = await _stop_owned(svc, step)
-        elif task is None:
-            result = {"removed": False, "reason": "task vanished"}
         else:
-            result = await _remove_owned(svc, step, task)
+            task = await svc.store.run_read(get_task, step.task_id)
+            if task is None:
+                result = {"removed": False, "reason": "task vanished"}
+            else:
+                result = await _remove_owned(svc, step, task)
     except (IntegrationError, UnknownRepoError) as exc:
         log.warning(
             "host step failed; retried later", extra={"action": step.step, "error": str(exc)}
@@ -187,13 +203,13 @@ async def do_step(svc: Services, step: HostStep) -> None:
 async def _stop_owned(svc: Services, step: HostStep) -> dict[str, Any]:
     """TERM, grace, KILL, confirm: the task's agents this server runs (or ran, when it
     comes back after a crash: the recorded pid, group and start time find them)."""
+    asked = svc.agents.request_exit(step.task_id)  # at once; the confirm follows
     detail = hosts.step_detail(step)
     wanted = set(detail.get("jobs", []))
     found = await svc.store.run_read(jobs.jobs_for_task, step.task_id)
     mine = [j for j in found if j.id in wanted and j.pgid and owned_here(j, svc.server)]
     elapsed = svc.clock.now() - float(detail.get("requested_at", svc.clock.now()))
     grace = max(0.0, svc.settings.stop.grace_seconds - elapsed)
-    asked = svc.agents.request_exit(step.task_id)
     summary = summarise(await stop_jobs(svc, mine, grace))
     summary["processes"] = max(summary["processes"], asked)
     return summary

@@ -120,7 +120,7 @@ async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str
             detail={"jobs": [j.id for j in theirs]},
             wait_seconds=owners.processes_wait(svc),
         )
-        for server_id, theirs in owners.foreign_owners(running, svc).items()
+        for server_id, theirs in owners.foreign_owners(running, svc.server).items()
     ]
     local, *theirs = await asyncio.gather(stop_jobs(svc, own, grace), *handed)
     _observe_group_empty(svc, rec)
