@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def all_routes() -> list[BaseRoute]:
-    from bot.api import meta, reconcile, stop, tasks
+    from bot.api import meta, reconcile, servers, stop, tasks
     from bot.intake import route as webhooks
 
     return [
@@ -33,6 +33,7 @@ def all_routes() -> list[BaseRoute]:
         *stop.routes,
         *tasks.routes,
         *reconcile.routes,
+        *servers.routes,
     ]
 
 

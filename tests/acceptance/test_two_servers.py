@@ -85,6 +85,11 @@ def queue(server: Server) -> dict[str, Any]:
     return doc
 
 
+def servers(server: Server) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = httpx.get(f"{server.url}/servers", timeout=30).json()["servers"]
+    return found
+
+
 def running_everywhere(server: Server, keys: list[str], pair: Pair) -> dict[str, str] | None:
     """Task → host once every task's agent runs with its tree in place, else None."""
     with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -190,6 +195,9 @@ def test_a_stop_for_a_gone_server_waits_in_the_queue_and_completes_when_it_is_ba
             }
             assert processes_with_env("CONVEYOR_RUN_ID", run_id)  # left for B to stop
             assert worktrees(pair.data_b) == [key]
+            listed = {s["host"]: s for s in servers(pair.a)}
+            assert listed[HOST_B]["gone"] is True and listed[HOST_B]["owes"] == 2
+            assert listed[socket.gethostname()]["gone"] is False
 
             pair.b.start()  # B is back: it does what it owes
             wait_until(lambda: not queue(pair.a)["stop"]["host_pending"], 60, "B's steps")
@@ -199,5 +207,11 @@ def test_a_stop_for_a_gone_server_waits_in_the_queue_and_completes_when_it_is_ba
             steps = after["stops"][0]["steps"]
             assert steps["worktree"]["removed"] is True and steps["worktree"]["pending_on"] is None
             assert [e["kind"] for e in after["audit"]].count("cancelled") == 1
+            retired = httpx.post(
+                f"{pair.a.url}/servers/{server_id(pair.data_b)}/retire",
+                headers={"X-Admin-Token": "bench-admin-token"},
+                timeout=30,
+            )
+            assert retired.status_code == 409, retired.text  # B is up: nothing to retire
         finally:
             pair.stop()
