@@ -68,3 +68,19 @@ def test_queue_scale_smoke() -> None:
     for backend in backends:
         assert all(sane(factor) for _, _, factor in result.growth(backend, "queue"))
     assert "growth per 10x" in queue_scale.render(result)
+
+
+def test_cross_host_stop_smoke() -> None:
+    from bench import cross_host_stop
+    from bench.two_servers import unshare_problem
+
+    url = queue_scale.postgres_url(None)
+    if not url:
+        pytest.skip("cross_host_stop needs PostgreSQL (CONVEYOR_TEST_POSTGRES_URL)")
+    if problem := unshare_problem():
+        pytest.skip(f"cross_host_stop needs a second host name: {problem}")
+    result = cross_host_stop.run(tasks=2, grace=1.0, postgres_url=url)
+    assert result.clean, (result.same.problems, result.cross.problems, result.survivors)
+    for rnd in (result.same, result.cross):
+        assert len(rnd.side.empty) == 2 and all(sane(v) for v in rnd.side.empty.values())
+    assert "other host" in cross_host_stop.render(result)
