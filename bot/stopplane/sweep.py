@@ -57,11 +57,35 @@ async def _leftovers(svc: Services, repo: RepoSettings, min_age: float) -> list[
     known = await svc.store.run_read(
         hosts.tasks_by_worktree, [str(p) for p, _ in entries], svc.server.id
     )
-    return [
+    unneeded = [
         path
         for path, age in entries
         if age >= min_age and _unneeded(known.get(str(path), []), repo)
     ]
+    busy: set[Path] = await off_loop(_in_use, unneeded)
+    for path in sorted(busy):
+        log.warning("worktree left: a process works in it", extra={"path": str(path)})
+    return [p for p in unneeded if p not in busy]
+
+
+def _in_use(paths: list[Path]) -> set[Path]:
+    """The paths some live process has its working directory in (an agent of a task this
+    server no longer knows, e.g. one left running by a crash): never pulled from under it."""
+    if not paths:
+        return set()
+    resolved = {p.resolve(): p for p in paths}
+    busy: set[Path] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = (entry / "cwd").resolve(strict=True)
+        except OSError:  # gone, or not ours to read
+            continue
+        for target, original in resolved.items():
+            if cwd == target or cwd.is_relative_to(target):
+                busy.add(original)
+    return busy
 
 
 def _entries(base: Path, now: float) -> list[tuple[Path, float]]:

@@ -4,6 +4,7 @@ the root; a live task's worktree stays. Counted in /metrics."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,15 @@ async def test_start_up_sweeps_terminal_and_unknown_worktrees_and_keeps_live_one
         young = add_worktree(repo.path, root, "YOUNG-1")
         report = await sweep.sweep_worktrees(svc)
         assert report.removed == [] and young.is_dir()
+        busy = add_worktree(repo.path, root, "BUSY-1")  # a process works in it
+        worker = subprocess.Popen(["sleep", "60"], cwd=busy)
+        try:
+            report = await sweep.sweep_worktrees(svc, min_age=0.0)
+            assert report.removed == [str(young)] and not young.exists()
+            assert busy.is_dir()
+        finally:
+            worker.kill()
+            worker.wait()
         report = await sweep.sweep_worktrees(svc, min_age=0.0)
-        assert report.removed == [str(young)] and not young.exists()
+        assert report.removed == [str(busy)]
         assert live.is_dir() and stray.exists() is False
