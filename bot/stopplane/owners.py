@@ -22,6 +22,7 @@ from bot.stopplane import outside
 from bot.stopplane.groups import stop_jobs, summarise
 from integrations import git
 from integrations.errors import IntegrationError
+from integrations.processes import ProcessRef, stop_process_group
 from state import hosts, jobs, stops
 from state.models import HostStep, HostStepStatus, Job, ServerIdentity, StopRecord, Task
 from state.store import add_event, get_task, original_key
@@ -210,7 +211,13 @@ async def _stop_owned(svc: Services, step: HostStep) -> dict[str, Any]:
     mine = [j for j in found if j.id in wanted and j.pgid and owned_here(j, svc.server)]
     elapsed = svc.clock.now() - float(detail.get("requested_at", svc.clock.now()))
     grace = max(0.0, svc.settings.stop.grace_seconds - elapsed)
-    summary = summarise(await stop_jobs(svc, mine, grace))
+    reports = await stop_jobs(svc, mine, grace)
+    # A job the reaper re-queued forgot its process: the step carries it.
+    known = {(j.pid, j.pgid, j.proc_start_time) for j in mine}
+    refs = [ProcessRef(*map(int, r)) for r in detail.get("refs", [])]
+    extra = [r for r in refs if (r.pid, r.pgid, r.start_time) not in known]
+    reports += await asyncio.gather(*(stop_process_group(r, grace) for r in extra))
+    summary = summarise(list(reports))
     summary["processes"] = max(summary["processes"], asked)
     return summary
 

@@ -215,3 +215,43 @@ def test_a_stop_for_a_gone_server_waits_in_the_queue_and_completes_when_it_is_ba
             assert retired.status_code == 409, retired.text  # B is up: nothing to retire
         finally:
             pair.stop()
+
+
+def test_a_job_re_queued_from_a_dead_server_has_its_old_agent_stopped_when_it_is_back(
+    tmp_path: Path, pg_base: str, token: str
+) -> None:
+    with postgres_database(pg_base) as url:
+        pair = make_pair(
+            tmp_path,
+            url,
+            token,
+            agents=agents(tmp_path),
+            workers={"concurrency": 2, "lease_seconds": 3},
+        )
+        try:
+            pair.b.start()
+            start(pair.b, 8)
+            key = "BENCH-8"
+            wait_until(lambda: running_everywhere(pair.b, [key], pair), 120, "the agent on B")
+            old_run = show(pair.b, key)["jobs"][-1]["run_id"]
+            assert pair.b.proc is not None
+            pair.b.proc.kill()  # B dies; its agent lives on
+            pair.b.proc.wait()
+            pair.a.start()  # A's reaper re-queues the expired job and A runs it afresh
+
+            def rerun_on_a() -> dict[str, Any] | None:
+                job = show(pair.a, key)["jobs"][-1]
+                moved = job["run_id"] != old_run and job["host"] == socket.gethostname()
+                return job if moved and job["status"] == "running" and job["pgid"] else None
+
+            wait_until(rerun_on_a, 60, "the job re-run on A")
+            assert processes_with_env("CONVEYOR_RUN_ID", old_run)  # still on B's machine
+            pending = queue(pair.a)["stop"]["host_pending"]
+            assert [(p["step"], p["host"]) for p in pending] == [("processes", HOST_B)]
+
+            pair.b.start()  # back: it stops the agent it left, nothing else
+            wait_until(lambda: not processes_with_env("CONVEYOR_RUN_ID", old_run), 60, "old agent")
+            wait_until(lambda: not queue(pair.a)["stop"]["host_pending"], 30, "B's step")
+            assert show(pair.a, key)["task"]["stage"] == "analysis"  # the work goes on, on A
+        finally:
+            pair.stop()
