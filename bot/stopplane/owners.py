@@ -238,9 +238,18 @@ def _record_done(conn: Any, step: HostStep, result: dict[str, Any], host: str, n
         recorded = stops.stop_steps(rec)[step.step]
         if step.step == "worktree" and recorded.get("pending_on") == step.server_id:
             stops.amend_step(conn, step.stop_id, "worktree", {**result, "pending_on": None})
-        elif step.step == "processes" and step.server_id in recorded.get("pending_on", []):
+        elif step.step == "processes" and step.server_id in (recorded.get("pending_on") or []):
             left = [s for s in recorded["pending_on"] if s != step.server_id]
-            stops.amend_step(conn, step.stop_id, "processes", {"pending_on": left or None})
+            late = {
+                "pending_on": left or None,
+                "processes": recorded.get("processes", 0) + result.get("processes", 0),
+                "groups": recorded.get("groups", 0) + result.get("groups", 0),
+                "stopped_late": [
+                    *recorded.get("stopped_late", []),
+                    {"by": step.server_id, **result},
+                ],
+            }
+            stops.amend_step(conn, step.stop_id, "processes", late)
     add_event(
         conn,
         step.task_id,

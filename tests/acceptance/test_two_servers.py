@@ -206,6 +206,9 @@ def test_a_stop_for_a_gone_server_waits_in_the_queue_and_completes_when_it_is_ba
             after = show(pair.a, key)
             steps = after["stops"][0]["steps"]
             assert steps["worktree"]["removed"] is True and steps["worktree"]["pending_on"] is None
+            assert steps["processes"]["pending_on"] is None
+            (late,) = steps["processes"]["stopped_late"]
+            assert late["by"] == server_id(pair.data_b) and late["groups"] == 1
             assert [e["kind"] for e in after["audit"]].count("cancelled") == 1
             retired = httpx.post(
                 f"{pair.a.url}/servers/{server_id(pair.data_b)}/retire",
