@@ -54,6 +54,7 @@ class Services:
     # Who this server is (id kept under the data dir; set at start-up by the runtime).
     server: ServerIdentity = field(default_factory=lambda: ServerIdentity("", socket.gethostname()))
     resets: set[str] = field(default_factory=set)  # stop ids whose reset runs here
+    reset_claims: dict[str, float] = field(default_factory=dict)  # stop id -> claimed (mono)
     owed: set[int] = field(default_factory=set)  # host steps being done here (their ids)
     stop_timings: StopTimings = field(default_factory=StopTimings)
     reconcile: dict[str, TrackerHealth] = field(default_factory=dict)  # by tracker

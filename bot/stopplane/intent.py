@@ -123,7 +123,8 @@ def decide_stop(
         savepoint = conn.begin_nested()
         try:
             result, saw = _decide(conn, task_id, requested_by, reason, correlation, now, saw_live)
-            if server is not None and result.new and result.outcome == "stop_requested":
+            # SQLite is one server: every agent is its own.
+            if server is not None and conn.dialect.name == "postgresql" and result.new:
                 _hand_over(conn, result, server)
             saw_live = saw_live or saw
             savepoint.commit()
@@ -190,6 +191,8 @@ def _decide(
 
 
 def _hand_over(conn: Connection, result: StopResult, server: ServerIdentity) -> None:
+    if result.outcome != "stop_requested":
+        return
     rec = stops.get_stop(conn, result.stop_id or "")
     running = [
         j for j in jobs.live_jobs_for_task(conn, result.task_id) if j.status is JobStatus.RUNNING

@@ -38,6 +38,13 @@ async def run_reset(svc: Services, stop_id: str) -> None:
     if not await _claim(svc, stop_id):
         log.info("reset runs on another server", extra={"stop_id": stop_id})
         return
+    try:
+        await _run_steps(svc, stop_id)
+    finally:
+        svc.reset_claims.pop(stop_id, None)
+
+
+async def _run_steps(svc: Services, stop_id: str) -> None:
     rec = await svc.store.run(reset_untouched, stop_id, svc.clock.now())
     if rec is None:
         rec = await svc.store.run_read(stops.get_stop, stop_id)
@@ -80,8 +87,21 @@ RUNNER_SLACK_SECONDS = 60.0
 
 
 async def _claim(svc: Services, stop_id: str) -> bool:
+    """Take or renew this server's claim on running the reset. SQLite is one server:
+    nothing to claim. On PostgreSQL the claim is renewed when a third of it is used."""
+    if svc.store.dialect == "sqlite":
+        return True
     ttl = svc.settings.stop.grace_seconds + owners.PROCESSES_SLACK_SECONDS + RUNNER_SLACK_SECONDS
-    return await svc.store.run(hosts.claim_reset, stop_id, svc.server.id, svc.clock.now(), ttl)
+    now = svc.clock.monotonic()
+    held = svc.reset_claims.get(stop_id)
+    if held is not None and now - held < ttl / 3:
+        return True
+    claimed = await svc.store.run(hosts.claim_reset, stop_id, svc.server.id, svc.clock.now(), ttl)
+    if claimed:
+        svc.reset_claims[stop_id] = now
+    else:
+        svc.reset_claims.pop(stop_id, None)
+    return claimed
 
 
 def failpoint(point: str) -> None:
