@@ -23,7 +23,7 @@ from bot.engine.agents import AgentRegistry
 from bot.intake.health import TrackerHealth
 from state.errors import StoreError
 from state.models import ALL_STAGES, JobStatus, StopStatus
-from state.schema import jobs, pending_cleanups, stop_records, tasks
+from state.schema import host_steps, jobs, pending_cleanups, stop_records, tasks
 from state.store import Store
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ class Snapshot:
     stops_deferred: int = 0
     cleanups_pending: int = 0
     running_with_pid: int = 0
+    host_steps_pending: int = 0
 
 
 def read_snapshot(conn: Connection) -> Snapshot:
@@ -157,6 +158,7 @@ def read_snapshot(conn: Connection) -> Snapshot:
         ),
         cleanups_pending=_count(conn, pending_cleanups.c.status == "pending", pending_cleanups),
         running_with_pid=_count(conn, _running_with_pid(), jobs),
+        host_steps_pending=_count(conn, host_steps.c.status == "pending", host_steps),
     )
 
 
@@ -239,6 +241,11 @@ def families(snapshot: Snapshot, *, processes: int | None) -> list[Metric]:
             "conveyor_cleanups_pending",
             "Reset steps (worktree, remote branch) that failed and wait for a retry.",
             snapshot.cleanups_pending if filled else None,
+        ),
+        _gauge(
+            "conveyor_host_steps_pending",
+            "Reset steps waiting for the server that owns them (its agents, its worktrees).",
+            snapshot.host_steps_pending if filled else None,
         ),
         _gauge("conveyor_agent_processes_running", "Agent processes running.", processes),
     ]

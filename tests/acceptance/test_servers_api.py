@@ -50,6 +50,7 @@ async def test_an_operator_retires_a_lost_server(tmp_path: Path) -> None:
         assert [(p["task"], p["host"], p["owner_gone"]) for p in pending] == [
             ("PROJ-9", "lost-host", True)
         ]
+        assert "conveyor_host_steps_pending 1.0" in (await h.client.get("/metrics")).text
         listed = {s["server"]: s for s in (await h.client.get("/servers")).json()["servers"]}
         assert listed[LOST.id]["owes"] == 1 and listed[LOST.id]["gone"] is True
         me = listed[h.svc.server.id]
