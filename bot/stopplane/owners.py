@@ -16,13 +16,13 @@ import logging
 from typing import Any
 
 from bot.engine.workers import owned_here
-from bot.gitops import UnknownRepoError
+from bot.gitops import UnknownRepoError, off_loop
 from bot.services import Services
 from bot.stopplane import outside
-from bot.stopplane.groups import stop_jobs, summarise
+from bot.stopplane.groups import summarise
 from integrations import git
 from integrations.errors import IntegrationError
-from integrations.processes import ProcessRef, stop_process_group
+from integrations.processes import ProcessRef, group_size, stop_process_group_sync
 from state import hosts, jobs, stops
 from state.models import HostStep, HostStepStatus, Job, ServerIdentity, StopRecord, Task
 from state.store import add_event, get_task, original_key
@@ -30,6 +30,7 @@ from state.store import add_event, get_task, original_key
 log = logging.getLogger(__name__)
 
 WAIT_POLL_SECONDS = 0.05
+MAX_WAIT_POLL_SECONDS = 0.5
 PROCESSES_SLACK_SECONDS = 5.0  # beyond the grace: the confirm (2 s) and the hand-over
 WORKTREE_WAIT_SECONDS = 15.0
 SILENT_AFTER_SECONDS = hosts.SILENT_AFTER_SECONDS
@@ -74,10 +75,13 @@ async def hand_off(
     deadline = svc.clock.monotonic() + wait_seconds
     next_look = svc.clock.monotonic() + OWNER_LOOK_SECONDS
     absent = await _absent(svc, server_id)
+    pause = WAIT_POLL_SECONDS
     while recorded.status is HostStepStatus.PENDING and not absent:
         if svc.clock.monotonic() >= deadline:
             break
-        await asyncio.sleep(WAIT_POLL_SECONDS)
+        # Backing off: twenty resets waiting at once must not crowd out the intake.
+        await asyncio.sleep(pause)
+        pause = min(MAX_WAIT_POLL_SECONDS, pause * 2)
         recorded = await _reread(svc, recorded)
         if svc.clock.monotonic() >= next_look:  # killed meanwhile? no need to wait then
             next_look += OWNER_LOOK_SECONDS
@@ -205,23 +209,36 @@ async def do_step(svc: Services, step: HostStep) -> None:
 
 async def _stop_owned(svc: Services, step: HostStep) -> dict[str, Any]:
     """TERM, grace, KILL, confirm: the task's agents this server runs (or ran, when it
-    comes back after a crash: the recorded pid, group and start time find them)."""
-    asked = svc.agents.request_exit(step.task_id)  # at once; the confirm follows
+    comes back after a crash: the recorded pid, group and start time find them). The
+    SIGTERM goes out first; the counting and the waiting run off the event loop, so
+    twenty stops at once do not queue behind each other's scans of /proc."""
+    asked_refs = svc.agents.ask_to_exit(step.task_id)
+    counted = asyncio.ensure_future(off_loop(lambda: sum(group_size(r.pgid) for r in asked_refs)))
     detail = hosts.step_detail(step)
     wanted = set(detail.get("jobs", []))
     found = await svc.store.run_read(jobs.jobs_for_task, step.task_id)
     mine = [j for j in found if j.id in wanted and j.pgid and owned_here(j, svc.server)]
     elapsed = svc.clock.now() - float(detail.get("requested_at", svc.clock.now()))
     grace = max(0.0, svc.settings.stop.grace_seconds - elapsed)
-    reports = await stop_jobs(svc, mine, grace)
+    asked = await counted
     # A job the reaper re-queued forgot its process: the step carries it.
-    known = {(j.pid, j.pgid, j.proc_start_time) for j in mine}
-    refs = [ProcessRef(*map(int, r)) for r in detail.get("refs", [])]
-    extra = [r for r in refs if (r.pid, r.pgid, r.start_time) not in known]
-    reports += await asyncio.gather(*(stop_process_group(r, grace) for r in extra))
+    refs = [(_ref(j), svc.agents.reaper_for(j.id)) for j in mine]
+    known = {r for r, _ in refs}
+    for recorded in detail.get("refs", []):
+        ref = ProcessRef(*map(int, recorded))
+        if ref not in known:
+            refs.append((ref, None))
+            known.add(ref)
+    reports = await asyncio.gather(
+        *(off_loop(stop_process_group_sync, r, grace, reap=reap) for r, reap in refs)
+    )
     summary = summarise(list(reports))
     summary["processes"] = max(summary["processes"], asked)
     return summary
+
+
+def _ref(job: Job) -> ProcessRef:
+    return ProcessRef(pid=job.pid or 0, pgid=job.pgid or 0, start_time=job.proc_start_time or 0)
 
 
 async def _remove_owned(svc: Services, step: HostStep, task: Task) -> dict[str, Any]:
