@@ -131,6 +131,15 @@ def _check(rnd: Round, pair: Pair, running: Sequence[Running]) -> None:
     rnd.problems += [f"{name}: worktree left" for name in left]
 
 
+async def _warm_up(url: str, concurrency: int) -> None:
+    """Open A's database pool as B's already is (B took the starts), so the rounds differ
+    only in where the agents live: a few bursts of concurrent GET /queue."""
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        for _ in range(3):
+            await asyncio.gather(*(client.get("/queue") for _ in range(concurrency)))
+
+
 def run(*, tasks: int, grace: float, postgres_url: str, keep: bool = False) -> CrossResult:
     token = new_token()
     same, cross = Round("STOP to B (same server)"), Round("STOP to A (other host)")
@@ -156,6 +165,7 @@ def run(*, tasks: int, grace: float, postgres_url: str, keep: bool = False) -> C
                 start_tickets(client, second)
                 running = wait_running(client, pair.data_b, second, "analysis", timeout=120)
             pair.a.start()  # after B holds every job: A's workers find nothing to claim
+            asyncio.run(_warm_up(pair.a.url, tasks))
             _stop_round(cross, pair.a, pair, running)
         finally:
             pair.stop()
