@@ -13,12 +13,14 @@ from pathlib import Path
 
 import anyio.to_thread
 import httpx
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.errors import ConfigError
 from bot.metrics import Metrics
 from bot.services import Services
 from bot.trackers import ADAPTERS, build_trackers
-from state.db import upgrade
+from state.db import current_revision, head_revision, upgrade
 from state.models import ServerIdentity
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ async def running(
     """Everything the app needs while it serves; torn down in reverse order."""
     if svc.store.dialect == "sqlite":
         await anyio.to_thread.run_sync(upgrade, svc.store.engine)
+    else:
+        await anyio.to_thread.run_sync(check_schema, svc.store.engine)
     svc.data_dir.mkdir(parents=True, exist_ok=True)
     svc.server = await anyio.to_thread.run_sync(load_identity, svc.data_dir)
     # Without workers, the gauge of agent processes reads the store instead.
@@ -56,6 +60,22 @@ async def running(
 
 
 SERVER_ID_FILE = "server-id"
+
+
+def check_schema(engine: Engine) -> None:
+    """A shared (PostgreSQL) database is upgraded by the operator, once, not by each
+    server: refuse to start on an older schema, saying what to run."""
+    want = head_revision()
+    try:
+        have = current_revision(engine)
+    except SQLAlchemyError as exc:  # unreachable now: /readyz says so, the app still starts
+        log.warning("database schema not checked", extra={"error": str(exc)})
+        return
+    if have != want:
+        raise ConfigError(
+            f"the database schema is at revision {have or 'none'}, this conveyor needs "
+            f"{want}: run `conveyor db upgrade` against server.database_url once, then start"
+        )
 
 
 def load_identity(data_dir: Path) -> ServerIdentity:

@@ -9,10 +9,12 @@ import socket
 from pathlib import Path
 
 import pytest
+from alembic import command
 
-from bot.runtime import load_identity
+from bot.errors import ConfigError
+from bot.runtime import check_schema, load_identity
 from state import hosts, jobs, stops
-from state.db import make_engine
+from state.db import alembic_config, make_engine, upgrade
 from state.listen import HOST_STEPS_CHANNEL, JOBS_CHANNEL, conninfo, listen, listening_servers
 from state.models import HostStepStatus, NewTask, ServerIdentity, StopStatus
 from state.queue import queue_summary
@@ -191,3 +193,14 @@ async def test_postgres_notifies_the_owner_and_idle_workers(postgres_url: str) -
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
         store.dispose()
+
+
+def test_a_server_refuses_a_shared_database_not_yet_upgraded(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    check_schema(engine)  # the template is at head
+    command.downgrade(alembic_config(engine), "0003")
+    with pytest.raises(ConfigError, match="run `conveyor db upgrade`"):
+        check_schema(engine)
+    upgrade(engine)  # and 0003 -> 0004 -> 0003 -> 0004 round-trips
+    check_schema(engine)
+    engine.dispose()
