@@ -143,7 +143,7 @@ async def _warm_up(url: str, concurrency: int) -> None:
 def run(*, tasks: int, grace: float, postgres_url: str, keep: bool = False) -> CrossResult:
     token = new_token()
     same, cross = Round("STOP to B (same server)"), Round("STOP to A (other host)")
-    with workspace("cross", keep) as root, postgres_database(postgres_url, "conveyor_bench") as url:
+    with workspace("cross", keep) as root, postgres_database(postgres_url, "conveyor_cross") as url:
         command = write_agents(root / "agents")["mixed"]
         pair = make_pair(
             root,
