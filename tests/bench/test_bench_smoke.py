@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bench import queue_scale, reset_cost, stop_latency, webhook_intake
+from bench import cli_startup, queue_scale, reset_cost, stop_latency, webhook_intake
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +84,11 @@ def test_cross_host_stop_smoke() -> None:
     for rnd in (result.same, result.cross):
         assert len(rnd.side.empty) == 2 and all(sane(v) for v in rnd.side.empty.values())
     assert "other host" in cross_host_stop.render(result)
+
+
+def test_cli_startup_smoke() -> None:
+    result = cli_startup.run(repeats=2)
+    assert result.clean, (result.failures, result.survivors)
+    assert all(len(v) == 2 and all(sane(t) for t in v) for v in result.times.values())
+    assert sane(result.floor)
+    assert "python -c pass (floor)" in cli_startup.render(result)
