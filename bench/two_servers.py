@@ -96,8 +96,10 @@ def make_pair(
     workers: Mapping[str, Any] | None = None,
     workers_b: Mapping[str, Any] | None = None,
     stop: Mapping[str, Any] | None = None,
+    host_b: str | None = HOST_B,
 ) -> Pair:
-    """Two configured (not yet started) servers sharing `database_url`."""
+    """Two configured (not yet started) servers sharing `database_url`; B under the
+    host name `host_b` (None: this host's, as two servers on one machine)."""
     for side in ("a", "b"):
         (root / side).mkdir(parents=True, exist_ok=True)
     clone_a, bare = make_repo(root / "a")
@@ -116,7 +118,7 @@ def make_pair(
             workers=dict(extra or {}),
             stop=dict(stop or {}),
         )
-        servers.append(_server(root / side, doc, token, HOST_B if side == "b" else None))
+        servers.append(_server(root / side, doc, token, host_b if side == "b" else None))
     return Pair(servers[0], servers[1], root / "a" / "data", root / "b" / "data", bare)
 
 

@@ -15,11 +15,11 @@ import asyncio
 import logging
 from typing import Any
 
-from bot.engine.workers import owned_here
+from bot.engine.workers import owned_here, ran_here
 from bot.gitops import UnknownRepoError, off_loop
 from bot.services import Services
 from bot.stopplane import outside
-from bot.stopplane.groups import summarise
+from bot.stopplane.groups import stop_jobs, summarise
 from integrations import git
 from integrations.errors import IntegrationError
 from integrations.processes import ProcessRef, group_size, stop_process_group_sync
@@ -93,6 +93,35 @@ async def hand_off(
         extra={"task": original_key(task.key), "stop_id": rec.id, "action": step, "host": host},
     )
     return {"pending_on": server_id, "host": host}
+
+
+async def hand_off_processes(
+    svc: Services, rec: StopRecord, task: Task, server_id: str, theirs: list[Job], grace: float
+) -> dict[str, Any]:
+    """Hand another server's agents to it; when it is gone and ran them on this very
+    host, stop them here instead (the recorded pid, group and start time prove them)."""
+    result = await hand_off(
+        svc,
+        rec,
+        task,
+        server_id=server_id,
+        step="processes",
+        detail={"jobs": [j.id for j in theirs]},
+        wait_seconds=processes_wait(svc),
+    )
+    local = [j for j in theirs if j.pgid and ran_here(j)]
+    if "pending_on" not in result or not local or len(local) != len(theirs):
+        return result
+    summary = summarise(await stop_jobs(svc, local, grace))
+    summary["stood_in_for"] = server_id
+    for step in await svc.store.run_read(hosts.host_steps_for_stop, rec.id):
+        if step.server_id == server_id and step.step == "processes":
+            await svc.store.run(hosts.finish_host_step, step.id, summary, svc.clock.now())
+    log.info(
+        "gone server's agents stopped on its host",
+        extra={"task": original_key(task.key), "stop_id": rec.id, "server": server_id},
+    )
+    return {"by": svc.server.id, "host": result["host"], **summary}
 
 
 async def _absent(svc: Services, server_id: str) -> bool:

@@ -131,15 +131,7 @@ async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str
     ]
     own = [j for j in running if j.pgid and owned_here(j, svc.server)]
     handed = [
-        owners.hand_off(
-            svc,
-            rec,
-            task,
-            server_id=server_id,
-            step="processes",
-            detail={"jobs": [j.id for j in theirs]},
-            wait_seconds=owners.processes_wait(svc),
-        )
+        owners.hand_off_processes(svc, rec, task, server_id, theirs, grace)
         for server_id, theirs in owners.foreign_owners(running, svc.server).items()
     ]
     local, *theirs = await asyncio.gather(stop_jobs(svc, own, grace), *handed)

@@ -49,6 +49,14 @@ def pg_base() -> str:
 
 
 @pytest.fixture
+def pg_only() -> str:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(PG_SKIP)
+    return url
+
+
+@pytest.fixture
 def token() -> Any:
     run = new_token()
     yield run
@@ -256,5 +264,42 @@ def test_a_job_re_queued_from_a_dead_server_has_its_old_agent_stopped_when_it_is
             wait_until(lambda: not processes_with_env("CONVEYOR_RUN_ID", old_run), 60, "old agent")
             wait_until(lambda: not queue(pair.a)["stop"]["host_pending"], 30, "B's step")
             assert show(pair.a, key)["task"]["stage"] == "analysis"  # the work goes on, on A
+        finally:
+            pair.stop()
+
+
+def test_on_one_machine_a_gone_server_s_agents_are_stopped_by_the_other(
+    tmp_path: Path, pg_only: str, token: str
+) -> None:
+    """Two servers on one host: the survivor stops the dead one's agent itself (same host,
+    its recorded pid, group and start time); the worktree in the dead one's data dir
+    waits for it."""
+    with postgres_database(pg_only) as url:
+        pair = make_pair(
+            tmp_path, url, token, agents=agents(tmp_path), workers={"concurrency": 2}, host_b=None
+        )
+        try:
+            pair.b.start()
+            start(pair.b, 9)
+            key = "BENCH-9"
+            wait_until(lambda: running_everywhere(pair.b, [key], pair), 120, "the agent on B")
+            run_id = show(pair.b, key)["jobs"][-1]["run_id"]
+            pair.a.start()
+            assert pair.b.proc is not None
+            pair.b.proc.kill()
+            pair.b.proc.wait()
+            send_stop(pair.a, 9)
+            doc = wait_until(lambda: closed(pair.a, key), 90, "the reset through A")
+            assert not processes_with_env("CONVEYOR_RUN_ID", run_id)
+            processes = doc["stops"][0]["steps"]["processes"]
+            assert processes["hosts"][0]["stood_in_for"] == server_id(pair.data_b)
+            pending = queue(pair.a)["stop"]["host_pending"]
+            assert [(p["step"], p["server"]) for p in pending] == [
+                ("worktree", server_id(pair.data_b))
+            ]
+            assert worktrees(pair.data_b) == [key]  # not A's to remove: B's data dir
+            pair.b.start()
+            wait_until(lambda: not queue(pair.a)["stop"]["host_pending"], 60, "B's worktree step")
+            assert worktrees(pair.data_b) == []
         finally:
             pair.stop()
