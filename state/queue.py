@@ -68,6 +68,8 @@ def _running(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(
             tasks.c.key,
+            tasks.c.pr_number,
+            tasks.c.pr_url,
             jobs.c.id,
             jobs.c.stage,
             jobs.c.pid,
@@ -88,6 +90,8 @@ def _running(conn: Connection) -> list[dict[str, Any]]:
             "started_at": iso(r.started_at),
             "host": r.host,
             "server": r.server_id,
+            # Pull-request mode: the task's pull request, once opened.
+            **({"pr_number": r.pr_number, "pr_url": r.pr_url} if r.pr_url else {}),
         }
         for r in rows
     ]

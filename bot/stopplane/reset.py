@@ -20,6 +20,7 @@ from bot.stopplane import owners
 from bot.stopplane.groups import stop_jobs, summarise
 from bot.stopplane.notify import notify, reset_counts
 from bot.stopplane.outside import delete_branch, remove_worktree
+from bot.stopplane.pull_request import close_pull_request
 from integrations.processes import stop_process_group
 from state import hosts, jobs, stops
 from state.errors import StaleVersionError
@@ -80,7 +81,7 @@ async def _run_steps(svc: Services, stop_id: str) -> None:
         )
 
 
-_NEEDS_FRESH_TASK = frozenset({"worktree", "remote_branch"})
+_NEEDS_FRESH_TASK = frozenset({"pull_request", "worktree", "remote_branch"})
 # How long a server's claim on a reset lasts without renewal (renewed before every
 # step): longer than any one step waits, so a live runner is never overtaken.
 RUNNER_SLACK_SECONDS = 60.0
@@ -266,6 +267,7 @@ def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
         "processes": summarise([]),
         "jobs": {"cancelled": jobs.cancel_task_jobs(conn, task.id, now), "late_processes": 0},
         "lease": {"released": jobs.release_lease(conn, task.id)},
+        "pull_request": {"closed": False, "reason": "no pull request"},
         "worktree": {"removed": False, "reason": "no worktree"},
         "remote_branch": {"deleted": False, "reason": "no branch"},
     }
@@ -299,6 +301,7 @@ STEPS: list[tuple[str, Step]] = [
     ("processes", stop_processes),
     ("jobs", cancel_jobs),
     ("lease", release_lease),
+    ("pull_request", close_pull_request),  # pull-request mode: closed, never merged
     ("worktree", worktree),
     ("remote_branch", delete_branch),
     ("tombstone", tombstone),
