@@ -13,6 +13,7 @@ from bot.api import views
 from bot.api.http import error, services
 from bot.intake.health import TrackerHealth
 from bot.services import Services
+from state.hosts import host_steps_for_task
 from state.jobs import jobs_for_task
 from state.queue import queue_summary
 from state.refs import Ambiguous, resolve_task
@@ -30,7 +31,9 @@ async def queue(request: Request) -> Response:
     """The contract's /queue document: counts, running jobs and the stop plane's state."""
     svc = services(request)
     stop = svc.settings.stop
-    doc = await svc.store.run_read(queue_summary, stop_enabled=stop.enabled, stop_repos=stop.repos)
+    doc = await svc.store.run_read(
+        queue_summary, stop_enabled=stop.enabled, stop_repos=stop.repos, now=svc.clock.now()
+    )
     doc["reconcile"] = reconcile_block(svc)
     return JSONResponse(doc)
 
@@ -96,10 +99,14 @@ def task_detail(conn: Connection, ref: str) -> dict[str, Any] | Ambiguous | None
     task = resolve_task(conn, ref)
     if task is None or isinstance(task, Ambiguous):
         return task
+    handed = host_steps_for_task(conn, task.id)
     return {
         "task": views.task_view(task),
         "jobs": [views.job_view(job) for job in jobs_for_task(conn, task.id)],
-        "stops": [views.stop_view(stop) for stop in stops_for_task(conn, task.id)],
+        "stops": [
+            views.stop_view(stop, [h for h in handed if h.stop_id == stop.id])
+            for stop in stops_for_task(conn, task.id)
+        ],
         "audit": [views.event_view(event) for event in events_for_task(conn, task.id)],
         "cleanups": [views.cleanup_view(item) for item in cleanups_for_task(conn, task.id)],
     }

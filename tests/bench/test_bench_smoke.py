@@ -83,6 +83,22 @@ def test_reconcile_smoke() -> None:
     assert "a pass finds it" in reconcile.render(result.rows, result.latency, 1.0)
 
 
+def test_cross_host_stop_smoke() -> None:
+    from bench import cross_host_stop
+    from bench.two_servers import unshare_problem
+
+    url = queue_scale.postgres_url(None)
+    if not url:
+        pytest.skip("cross_host_stop needs PostgreSQL (CONVEYOR_TEST_POSTGRES_URL)")
+    if problem := unshare_problem():
+        pytest.skip(f"cross_host_stop needs a second host name: {problem}")
+    result = cross_host_stop.run(tasks=2, grace=1.0, postgres_url=url)
+    assert result.clean, (result.same.problems, result.cross.problems, result.survivors)
+    for rnd in (result.same, result.cross):
+        assert len(rnd.side.empty) == 2 and all(sane(v) for v in rnd.side.empty.values())
+    assert "other host" in cross_host_stop.render(result)
+
+
 def test_cli_startup_smoke() -> None:
     result = cli_startup.run(repeats=2)
     assert result.clean, (result.failures, result.survivors)

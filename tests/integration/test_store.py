@@ -27,7 +27,7 @@ from state.store import (
 )
 
 NOW = 1_700_000_000.0
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 TABLES = {
     "tasks",
     "jobs",
@@ -36,6 +36,8 @@ TABLES = {
     "webhook_deliveries",
     "merge_leases",
     "pending_cleanups",
+    "servers",
+    "host_steps",
 }
 
 
