@@ -33,6 +33,8 @@ async def test_queue_stop_record_and_audit_say_what_the_stop_did(tmp_path: Path)
                 "stage": "implementation",
                 "pid": job.pid,
                 "started_at": iso(job.started_at),
+                "host": h.svc.server.host,
+                "server": h.svc.server.id,
             }
         ]
         assert doc["jobs"]["running"] == 1
