@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from bot.engine.workers import WorkerPool
     from bot.metrics import Metrics
+    from bot.ui.feed import Feed
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class Services:
     # wait ran out): an agent whose ticket went to STOP while we were down never restarts.
     claims_open: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # work behind answers
+    feed: Feed | None = None  # the dashboard's change feed (GET /events), made on first use
 
     @property
     def data_dir(self) -> Path:

@@ -43,6 +43,7 @@ class ServerSettings(_Section):
     database_url: str = "sqlite:///.conveyor/conveyor.db"
     data_dir: Path = Path(".conveyor")
     admin_token: SecretStr = SecretStr("")
+    read_token: SecretStr = SecretStr("")  # guards the read endpoints and the dashboard
     log_format: Literal["text", "json"] = "text"
     url: str = ""  # where CLI verbs find the server; empty: http://host:port
 
@@ -146,7 +147,10 @@ class Settings(_Section):
 
     def secrets(self) -> list[str]:
         """Every configured secret value (for redaction and the agent environment)."""
-        values = [self.server.admin_token.get_secret_value()]
+        values = [
+            self.server.admin_token.get_secret_value(),
+            self.server.read_token.get_secret_value(),
+        ]
         for name in ADAPTERS:
             values += self.tracker(name).secrets()
         return [v for v in values if v]
@@ -165,6 +169,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "CONVEYOR_DATABASE_URL": ("server", "database_url"),
     "CONVEYOR_DATA_DIR": ("server", "data_dir"),
     "CONVEYOR_ADMIN_TOKEN": ("server", "admin_token"),
+    "CONVEYOR_READ_TOKEN": ("server", "read_token"),
     "CONVEYOR_LOG_FORMAT": ("server", "log_format"),
     "CONVEYOR_URL": ("server", "url"),
     "CONVEYOR_WORKERS_CONCURRENCY": ("workers", "concurrency"),

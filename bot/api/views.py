@@ -42,7 +42,11 @@ def job_view(job: Job) -> dict[str, Any]:
 def stop_view(record: StopRecord) -> dict[str, Any]:
     """A stop record, with the reset steps it has finished as an object."""
     doc = _plain(asdict(record))
-    doc["steps"] = json.loads(record.steps or "{}")
+    steps = json.loads(record.steps or "{}")
+    doc["steps"] = {
+        name: _plain(result) if isinstance(result, dict) else result
+        for name, result in steps.items()
+    }
     return doc
 
 
