@@ -73,15 +73,66 @@ class Snapshot:
 
 
 Change = tuple[str, dict[str, Any]]
+LATE = float("inf")  # a change with no recorded time sorts after those with one
+
+# The audit events that move a task into a stage (with the stage, or None: detail's).
+ENTERS: dict[str, str | None] = {
+    "started": "analysis",
+    "relaunched": "analysis",
+    "advanced": None,
+    "retried": None,
+    "retry_queued": None,
+    "blocked": "blocked",
+    "cancelled": "cancelled",
+}
+
+
+def entered_stage(kind: str, detail: dict[str, Any]) -> str | None:
+    """The stage an audit event moved its task into, if it did."""
+    if kind not in ENTERS:
+        return None
+    stage = ENTERS[kind] or detail.get("stage")
+    return str(stage) if stage else None
 
 
 def read_changes(conn: Connection, seen: Snapshot) -> tuple[Snapshot, list[Change]]:
-    """One poll: the new snapshot and the changes since `seen`, oldest first."""
-    out: list[Change] = []
+    """One poll: the new snapshot and the changes since `seen`, in the order they were
+    recorded (a change's own time: the audit event's, the job's start or finish, the
+    step's), so a task's stages, a job's start and finish, a reset's steps keep theirs."""
     now = Snapshot(keys=dict(seen.keys))
+    timed: list[tuple[float, Change]] = []
+    announced: dict[int, str] = {}  # task id -> the last stage an audit event gave
+
+    audit_rows = conn.execute(
+        select(
+            audit_events.c.id,
+            audit_events.c.task_id,
+            audit_events.c.kind,
+            audit_events.c.at,
+            audit_events.c.detail,
+            audit_events.c.stop_id,
+        )
+        .where(audit_events.c.id > seen.audit_cursor)
+        .order_by(audit_events.c.id)
+        .limit(500)
+    ).all()
+    now.audit_cursor = max([seen.audit_cursor, *(r.id for r in audit_rows)])
+    # A stop that opened and closed between two polls is found through its audit events.
+    told_stops = {r.stop_id for r in audit_rows if r.stop_id}
+    for arow in audit_rows:
+        task_id = arow.task_id
+        akey = _key(conn, now, task_id) if task_id is not None else None
+        base = {"task_id": task_id, "task": akey, "at": iso(arow.at)}
+        timed.append((arow.at, ("audit", {**base, "kind": arow.kind})))
+        detail = _json(arow.detail)
+        stage = entered_stage(arow.kind, detail)
+        if stage and task_id is not None:
+            announced[task_id] = stage
+            data = {**base, "stage": stage, "outcome": detail.get("outcome")}
+            timed.append((arow.at, ("stage", data)))
 
     task_rows = conn.execute(
-        select(tasks.c.id, tasks.c.key, tasks.c.stage, tasks.c.outcome).where(
+        select(tasks.c.id, tasks.c.key, tasks.c.stage, tasks.c.outcome, tasks.c.updated_at).where(
             or_(tasks.c.stage.in_(LIVE_STAGES), tasks.c.id.in_(list(seen.tasks)))
         )
     ).all()
@@ -89,25 +140,30 @@ def read_changes(conn: Connection, seen: Snapshot) -> tuple[Snapshot, list[Chang
         key = original_key(row.key)
         now.keys[row.id] = key
         before = seen.tasks.get(row.id)
-        if before is None or before[1] != row.stage:
-            out.append(
-                (
-                    "stage",
-                    {
-                        "task_id": row.id,
-                        "task": key,
-                        "stage": row.stage,
-                        "from": before[1] if before else None,
-                        "outcome": row.outcome,
-                    },
-                )
-            )
+        changed = before is None or before[1] != row.stage
+        if changed and announced.get(row.id) != row.stage:  # a change no audit event told
+            data = {
+                "task_id": row.id,
+                "task": key,
+                "stage": row.stage,
+                "outcome": row.outcome,
+                "at": iso(row.updated_at),
+            }
+            timed.append((row.updated_at, ("stage", data)))
         if row.stage in LIVE_STAGES:
             now.tasks[row.id] = (key, row.stage)
 
     job_rows = conn.execute(
         select(
-            jobs.c.id, jobs.c.task_id, jobs.c.stage, jobs.c.status, jobs.c.pid, jobs.c.exit_code
+            jobs.c.id,
+            jobs.c.task_id,
+            jobs.c.stage,
+            jobs.c.status,
+            jobs.c.pid,
+            jobs.c.exit_code,
+            jobs.c.created_at,
+            jobs.c.started_at,
+            jobs.c.finished_at,
         ).where(
             or_(
                 jobs.c.status.in_(LIVE_JOBS),
@@ -117,24 +173,28 @@ def read_changes(conn: Connection, seen: Snapshot) -> tuple[Snapshot, list[Chang
         )
     ).all()
     now.job_cursor = max([seen.job_cursor, *(r.id for r in job_rows)])
-    for jrow in sorted(job_rows, key=lambda r: r.id):
-        jbefore = seen.jobs.get(jrow.id)
-        if jbefore is None or jbefore[1] != jrow.status:
-            out.append(
-                (
-                    "job",
-                    {
-                        "task_id": jrow.task_id,
-                        "task": _key(conn, now, jrow.task_id),
-                        "job": jrow.id,
-                        "stage": jrow.stage,
-                        "status": jrow.status,
-                        "pid": jrow.pid,
-                        "exit_code": jrow.exit_code,
-                    },
-                )
-            )
-        if JobStatus(jrow.status) not in JOB_TERMINAL:
+    for jrow in job_rows:
+        was = seen.jobs.get(jrow.id)
+        prior = was[1] if was else None
+        status = JobStatus(jrow.status)
+        base = {
+            "task_id": jrow.task_id,
+            "task": _key(conn, now, jrow.task_id),
+            "job": jrow.id,
+            "stage": jrow.stage,
+            "pid": jrow.pid,
+        }
+        if prior is None:  # a new job: it was queued, whatever it did since
+            timed.append((jrow.created_at, ("job", {**base, "status": "queued"})))
+        started = prior in (None, JobStatus.QUEUED.value) and jrow.started_at is not None
+        if started and status is not JobStatus.QUEUED:
+            data = {**base, "status": "running", "at": iso(jrow.started_at)}
+            timed.append((jrow.started_at, ("job", data)))
+        if status in JOB_TERMINAL and prior != status.value:
+            at = jrow.finished_at
+            data = {**base, "status": status.value, "exit_code": jrow.exit_code, "at": iso(at)}
+            timed.append((LATE if at is None else at, ("job", data)))
+        if status not in JOB_TERMINAL:
             now.jobs[jrow.id] = (jrow.task_id, jrow.status)
 
     stop_rows = conn.execute(
@@ -144,43 +204,51 @@ def read_changes(conn: Connection, seen: Snapshot) -> tuple[Snapshot, list[Chang
             stop_records.c.status,
             stop_records.c.steps,
             stop_records.c.outcome,
+            stop_records.c.requested_at,
+            stop_records.c.closed_at,
         ).where(
             or_(
                 stop_records.c.status.in_(OPEN_STOP_STATUSES),
-                stop_records.c.id.in_(list(seen.stops)),
+                stop_records.c.id.in_([*seen.stops, *told_stops]),
             )
         )
     ).all()
     for srow in stop_rows:
-        steps = json.loads(srow.steps or "{}")
-        sbefore = seen.stops.get(srow.id)
-        done_before = sbefore[2] if sbefore else frozenset()
+        steps = _json(srow.steps)
+        was_stop = seen.stops.get(srow.id)
+        done_before = was_stop[2] if was_stop else frozenset()
         base = {"task_id": srow.task_id, "task": _key(conn, now, srow.task_id), "stop_id": srow.id}
-        status = {**base, "status": srow.status, "outcome": srow.outcome}
-        if sbefore is None:
-            out.append(("stop", status))
-        for name in steps:
-            if name not in done_before:
-                out.append(("stop", {**base, "status": srow.status, "step": name}))
-        if sbefore is not None and sbefore[1] != srow.status:
-            out.append(("stop", status))
+        if was_stop is None:
+            data = {**base, "status": "requested", "at": iso(srow.requested_at)}
+            timed.append((srow.requested_at, ("stop", data)))
+        for name, result in steps.items():
+            if name in done_before:
+                continue
+            at = result.get("at") if isinstance(result, dict) else None
+            when = at if isinstance(at, int | float) else LATE
+            data = {**base, "step": name, "at": iso(when) if when != LATE else None}
+            timed.append((when, ("stop", data)))
+        if (
+            was_stop is not None
+            and was_stop[1] != srow.status
+            or (was_stop is None and srow.status not in OPEN_STOP_STATUSES)
+        ):
+            closed = srow.closed_at
+            data = {**base, "status": srow.status, "outcome": srow.outcome, "at": iso(closed)}
+            timed.append((LATE if closed is None else closed, ("stop", data)))
         if srow.status in OPEN_STOP_STATUSES:
             now.stops[srow.id] = (srow.task_id, srow.status, frozenset(steps))
 
-    audit_rows = conn.execute(
-        select(audit_events.c.id, audit_events.c.task_id, audit_events.c.kind, audit_events.c.at)
-        .where(audit_events.c.id > seen.audit_cursor)
-        .order_by(audit_events.c.id)
-        .limit(500)
-    ).all()
-    now.audit_cursor = max([seen.audit_cursor, *(r.id for r in audit_rows)])
-    for arow in audit_rows:
-        task_id = arow.task_id
-        akey = _key(conn, now, task_id) if task_id is not None else None
-        out.append(
-            ("audit", {"task_id": task_id, "task": akey, "kind": arow.kind, "at": iso(arow.at)})
-        )
-    return now, out
+    timed.sort(key=lambda item: item[0])  # stable: same-time changes keep their order
+    return now, [change for _, change in timed]
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    try:
+        doc = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def start_snapshot(conn: Connection) -> Snapshot:
@@ -230,7 +298,7 @@ class Feed:
         self._changed = asyncio.Condition()
         self._listeners = 0
         self._poller: asyncio.Task[None] | None = None
-        self._gap = False  # the poller was idle: events may have been missed
+        self._starting = asyncio.Lock()
 
     @property
     def last_id(self) -> str:
@@ -276,21 +344,23 @@ class Feed:
         return [e for e in self._events if e.seq > cursor]
 
     async def _ensure_polling(self) -> None:
+        """Start the poller (from a snapshot of now) unless it runs: once this returns,
+        every later change becomes an event."""
         if self._poller is not None and not self._poller.done():
             return
-        if self._poller is not None:
-            self._gap = True
-        self._poller = asyncio.get_running_loop().create_task(self._poll(), name="ui-feed")
+        async with self._starting:
+            if self._poller is not None and not self._poller.done():
+                return
+            try:
+                seen = await self.store.run_read(start_snapshot)
+            except StoreError:
+                log.warning("the dashboard feed cannot read the store", exc_info=True)
+                seen = Snapshot()
+            if self._poller is not None:  # it stopped while idle: changes may be missed
+                await self._publish([("resync", {"reason": "the feed was idle"})])
+            self._poller = asyncio.get_running_loop().create_task(self._poll(seen), name="feed")
 
-    async def _poll(self) -> None:
-        try:
-            seen = await self.store.run_read(start_snapshot)
-        except StoreError:
-            log.warning("the dashboard feed cannot read the store; retrying", exc_info=True)
-            seen = Snapshot()
-        if self._gap:
-            await self._publish([("resync", {"reason": "the feed was idle"})])
-            self._gap = False
+    async def _poll(self, seen: Snapshot) -> None:
         idle_since: float | None = None
         while True:
             await asyncio.sleep(self.poll_seconds)

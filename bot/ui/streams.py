@@ -53,9 +53,9 @@ async def events(request: Request) -> Response:
 
 
 async def _event_frames(feed: Feed, last: str | None) -> AsyncIterator[str]:
-    yield f"retry: {RETRY_MS}\n: conveyor events {feed.last_id}\n\n"
     deadline = time.monotonic() + STREAM_SECONDS
     async with feed.subscription(last) as sub:
+        yield f"retry: {RETRY_MS}\n: conveyor events {feed.last_id}\n\n"
         while (left := deadline - time.monotonic()) > 0:
             batch = await sub.next(min(KEEPALIVE_SECONDS, left))
             if not batch:
