@@ -23,6 +23,18 @@ from state.schema import jobs, stop_records
 from state.store import recent_tasks
 
 RECENT_TASKS = 100
+# The reset's steps in the order they run (DESIGN "The stop plane"); others after them.
+STEP_ORDER = (
+    "processes",
+    "jobs",
+    "lease",
+    "worktree",
+    "remote_branch",
+    "pull_request",
+    "tombstone",
+    "terminal",
+    "notify",
+)
 RETRY_PATH = "/tasks/{ref}/retry"
 
 
@@ -94,6 +106,8 @@ async def task_page(request: Request) -> Response:
     live = Stage(task["stage"]) not in TERMINAL
     logged = [j for j in detail["jobs"] if j.get("log_path")]
     log_job = logged[-1] if logged else None
+    for stop in detail["stops"]:
+        stop["steps"] = dict(sorted(stop["steps"].items(), key=lambda item: _step_rank(item[0])))
     for job in detail["jobs"]:
         job["duration"] = render.seconds_between(job.get("started_at"), job.get("finished_at"))
     context = {
@@ -107,6 +121,10 @@ async def task_page(request: Request) -> Response:
     if request.query_params.get("part") == "live":
         return html(render.render("_task_live.html", **context))
     return html(render.render("task.html", **context))
+
+
+def _step_rank(name: str) -> tuple[int, str]:
+    return (STEP_ORDER.index(name) if name in STEP_ORDER else len(STEP_ORDER), name)
 
 
 def _has_route(request: Request, path: str) -> bool:

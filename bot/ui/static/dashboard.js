@@ -116,6 +116,7 @@
   }
 
   if (window.EventSource && live) {
+    say("Connecting…");
     var source = new EventSource(withToken("/events"));
     source.addEventListener("open", function () { say("Live"); schedule(); });
     source.addEventListener("error", function () { say("Reconnecting…"); });
