@@ -39,7 +39,6 @@ def all_routes() -> list[BaseRoute]:
         *reconcile.routes,
         *pages.routes,
         *streams.routes,
-        Mount("/static", StaticFiles(packages=[("bot.ui", "static")]), name="static"),
     ]
 
 
@@ -69,7 +68,8 @@ def create_app(
             svc.store.dispose()
 
     handlers: dict[Any, Any] = {HTTPException: http_exception, Exception: unexpected}
-    routes: Sequence[BaseRoute] = all_routes()
+    static = Mount("/static", StaticFiles(packages=[("bot.ui", "static")]), name="static")
+    routes: Sequence[BaseRoute] = [*all_routes(), static]
     gate = Middleware(ReadTokenGate, token=settings.server.read_token.get_secret_value())
     return Starlette(
         routes=list(routes), lifespan=lifespan, exception_handlers=handlers, middleware=[gate]
