@@ -236,6 +236,7 @@ def test_read_token_refuses_then_page_keeps_working(guarded: Server, browser: An
     assert refused is not None and refused.status == 401
     expect(page.get_by_role("heading", level=1)).to_have_text("This dashboard needs its read token")
     assert READ not in page.content()
+    guarded.shot(page, "refused")
     # Only the refused document itself may be logged as an error.
     assert all("401" in e for e in console.errors), console.errors
     console.errors.clear()
@@ -262,7 +263,6 @@ def test_read_token_refuses_then_page_keeps_working(guarded: Server, browser: An
     expect(page.locator("#log")).to_contain_text("working step", timeout=20_000)
     assert READ not in page.content()
     assert [e for e in console.errors if "401" not in e] == []
-    guarded.shot(page, "refused-then-task")
 
     # A wrong token is refused as well.
     other = new_page(browser, Console())
