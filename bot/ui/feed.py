@@ -80,8 +80,7 @@ ENTERS: dict[str, str | None] = {
     "started": "analysis",
     "relaunched": "analysis",
     "advanced": None,
-    "retried": None,
-    "retry_queued": None,
+    "retry_requested": None,  # a blocked task back in its stage (POST /tasks/{ref}/retry)
     "blocked": "blocked",
     "cancelled": "cancelled",
 }

@@ -10,17 +10,8 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from bot.ui.feed import entered_stage
 from state.models import PIPELINE
-
-# The audit events that move a task into a stage: the stage timeline is read from them.
-ENTERS = {
-    "started": "analysis",
-    "relaunched": "analysis",
-    "retried": None,  # detail["stage"]
-    "advanced": None,  # detail["stage"]
-    "blocked": "blocked",
-    "cancelled": "cancelled",
-}
 
 
 @functools.cache
@@ -83,9 +74,7 @@ def timeline(audit: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The stages a task entered, in order, with when and who: from its audit trail."""
     out = []
     for event in audit:
-        if event["kind"] not in ENTERS:
-            continue
-        stage = ENTERS[event["kind"]] or event.get("detail", {}).get("stage")
+        stage = entered_stage(event["kind"], event.get("detail") or {})
         if stage:
             out.append({"stage": stage, "at": event["at"], "actor": event.get("actor")})
     return out

@@ -268,3 +268,29 @@ def test_read_token_refuses_then_page_keeps_working(guarded: Server, browser: An
     other = new_page(browser, Console())
     wrong = other.goto(f"{guarded.url}/ui?token=nope")
     assert wrong is not None and wrong.status == 401
+
+
+@pytest.mark.timeout(300)
+def test_without_javascript_the_page_reloads_itself(server: Server) -> None:
+    # Scripting off in Blink itself (not only script execution, as `java_script_enabled`
+    # does), so that the parser reads <noscript> the way a browser with JS off does.
+    executable = _browser_or_skip()
+    with sync_api.sync_playwright() as p:
+        off = p.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--blink-settings=scriptEnabled=false"],
+        )
+        try:
+            console = Console()
+            page = new_page(off, console)
+            page.goto(f"{server.url}/ui")
+            expect(page.locator("#no-tasks")).to_be_visible()
+            assert plane_state(server.url, "To Analyse", 1).json()["outcome"] == "started"
+            # No script runs: the row can only come from the page reloading itself.
+            row = page.locator('table.tasks tr[data-task="PROJ-42"]')
+            expect(row).to_be_visible(timeout=30_000)
+            # The server's UTC text is still there: no script localised it.
+            assert row.locator("time").inner_text().endswith(" UTC")
+            assert console.errors == []
+        finally:
+            off.close()
