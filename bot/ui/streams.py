@@ -26,7 +26,7 @@ from state.jobs import jobs_for_task
 from state.models import JOB_TERMINAL, Job
 from state.store import find_task
 
-STREAM_SECONDS = 25.0
+STREAM_SECONDS = 15.0
 KEEPALIVE_SECONDS = 10.0
 LOG_POLL_SECONDS = 0.25
 LOG_STATUS_SECONDS = 1.0

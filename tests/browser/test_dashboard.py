@@ -86,6 +86,15 @@ def start_server(tmp_path: Path, **overrides: Any) -> Iterator[Server]:
         yield Server(url, tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def short_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streams end every 2 s (15 s in production): every test also proves the pages
+    reconnect and miss nothing, without a console error."""
+    import bot.ui.streams
+
+    monkeypatch.setattr(bot.ui.streams, "STREAM_SECONDS", 2.0)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     yield from start_server(tmp_path)
@@ -210,6 +219,11 @@ def test_queue_task_page_log_and_stop_live(server: Server, browser: Any) -> None
     expect(page.locator("#stage")).to_contain_text("cancelled")
     expect(log).to_contain_text("got SIGTERM, leaving", timeout=20_000)
     expect(page.locator("#log-state")).to_contain_text("has finished", timeout=20_000)
+    # Across the streams' reconnections every line came once, in order.
+    lines = log.inner_text().splitlines()
+    work = [line for line in lines if line.startswith("working step")]
+    assert work == [f"working step {n}" for n in range(1, len(work) + 1)]
+    assert lines[-1] == "got SIGTERM, leaving"
     expect(page.locator("#stop-button")).to_be_disabled()
     assert not_reloaded(page)
     server.shot(page, "task-stopped")
@@ -294,3 +308,44 @@ def test_without_javascript_the_page_reloads_itself(server: Server) -> None:
             assert console.errors == []
         finally:
             off.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_blocked_task_offers_retry_when_the_server_has_it(tmp_path: Path, browser: Any) -> None:
+    from bot.app import all_routes
+
+    has_retry = any(getattr(r, "path", "") == "/tasks/{ref}/retry" for r in all_routes())
+    repo, _ = make_repo(tmp_path)
+    failing = write_agent(
+        tmp_path / "agents", "fail.sh", "#!/bin/sh\necho 'cannot do it' >&2\nexit 3\n"
+    )
+    doc = base_settings(tmp_path, repo, **{"agents.analysis": failing, "workers.retries": 0})
+    with serving_in_thread(settings_from_dict(doc)) as url:
+        console = Console()
+        page = new_page(browser, console)
+        try:
+            check_retry(page, url, tmp_path, has_retry, console)
+        finally:
+            page.context.close()  # before the server stops: no stream left open
+
+
+def check_retry(page: Any, url: str, tmp_path: Path, has_retry: bool, console: Console) -> None:
+    assert plane_state(url, "To Analyse", 1).json()["outcome"] == "started"
+    page.goto(f"{url}/ui/tasks/PROJ-42")
+    expect(page.locator("#stage")).to_contain_text("blocked", timeout=30_000)
+    expect(page.locator("#jobs tr[data-status='failed']")).to_have_count(1)
+    expect(page.locator("#log")).to_contain_text("cannot do it", timeout=20_000)
+    page.reload()  # the buttons are drawn with the page
+    retry = page.get_by_role("button", name="Retry blocked stage")
+    if not has_retry:
+        expect(retry).to_have_count(0)
+        return
+    retry.click()
+    page.get_by_label("Admin token").fill(ADMIN)
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#action-answer")).to_contain_text("RETRY_QUEUED")
+    # The retried stage runs (and fails) again: a second failed job, live.
+    expect(page.locator("#jobs tr[data-status='failed']")).to_have_count(2, timeout=30_000)
+    server = Server(url, tmp_path)
+    server.shot(page, "task-blocked")
+    assert console.errors == []
