@@ -32,16 +32,19 @@ from sqlalchemy import Connection, func, or_, select
 from state.errors import StoreError
 from state.models import JOB_TERMINAL, OPEN_STOP_STATUSES, TERMINAL, JobStatus, Stage
 from state.queue import iso
-from state.schema import audit_events, jobs, stop_records, tasks
+from state.schema import audit_events, counts, jobs, stop_records, tasks
 from state.store import Store, original_key
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
+FULL_POLL_SECONDS = 2.0  # the whole diff at least this often, whatever the fingerprint says
 IDLE_SECONDS = 30.0  # the poller stops this long after the last listener left
 BUFFER = 2000
 LIVE_STAGES = tuple(s.value for s in Stage if s not in TERMINAL)
+LIVE_SET = frozenset(LIVE_STAGES)
 LIVE_JOBS = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+MAX_KEYS = 10_000  # task keys remembered for events (task id -> key)
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,11 @@ class Event:
 class Snapshot:
     """What the feed knew after its last poll."""
 
+    fingerprint: tuple[Any, ...] = ()
     audit_cursor: int = 0
     job_cursor: int = 0
-    tasks: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (key, stage)
-    jobs: dict[int, tuple[int, str]] = field(default_factory=dict)  # id -> (task, status)
+    tasks: dict[int, str] = field(default_factory=dict)  # live task id -> stage
+    jobs: dict[int, str] = field(default_factory=dict)  # live job id -> status
     stops: dict[str, tuple[int, str, frozenset[str]]] = field(default_factory=dict)
     keys: dict[int, str] = field(default_factory=dict)  # task id -> original key
 
@@ -98,7 +102,7 @@ def read_changes(conn: Connection, seen: Snapshot) -> tuple[Snapshot, list[Chang
     """One poll: the new snapshot and the changes since `seen`, in the order they were
     recorded (a change's own time: the audit event's, the job's start or finish, the
     step's), so a task's stages, a job's start and finish, a reset's steps keep theirs."""
-    now = Snapshot(keys=dict(seen.keys))
+    now = Snapshot(keys=seen.keys if len(seen.keys) < MAX_KEYS else {})
     timed: list[tuple[float, Change]] = []
     announced: dict[int, str] = {}  # task id -> the last stage an audit event gave
 
@@ -130,51 +134,54 @@ def read_changes(conn: Connection, seen: Snapshot) -> tuple[Snapshot, list[Chang
             data = {**base, "stage": stage, "outcome": detail.get("outcome")}
             timed.append((arow.at, ("stage", data)))
 
-    task_rows = conn.execute(
-        select(tasks.c.id, tasks.c.key, tasks.c.stage, tasks.c.outcome, tasks.c.updated_at).where(
-            or_(tasks.c.stage.in_(LIVE_STAGES), tasks.c.id.in_(list(seen.tasks)))
-        )
-    ).all()
-    for row in task_rows:
-        key = original_key(row.key)
-        now.keys[row.id] = key
-        before = seen.tasks.get(row.id)
-        changed = before is None or before[1] != row.stage
-        if changed and announced.get(row.id) != row.stage:  # a change no audit event told
+    # Tasks and jobs: first only (id, stage/status) of the live ones and of those live last
+    # time; whole rows only for what changed. Steady state: two light indexed reads.
+    task_states = dict(
+        conn.execute(select(tasks.c.id, tasks.c.stage).where(tasks.c.stage.in_(LIVE_STAGES))).all()
+    )
+    _add_gone(conn, task_states, seen.tasks, tasks.c.id, tasks.c.stage)
+    now.tasks = {i: st for i, st in task_states.items() if st in LIVE_SET}
+    moved = [i for i, st in task_states.items() if seen.tasks.get(i) != st]
+    for row in _rows(
+        conn, moved, tasks.c.id, tasks.c.key, tasks.c.stage, tasks.c.outcome, tasks.c.updated_at
+    ):
+        task_id, raw_key, stage, outcome, updated_at = row
+        key = original_key(raw_key)
+        now.keys[task_id] = key
+        if announced.get(task_id) != stage:  # a change no audit event told
             data = {
-                "task_id": row.id,
+                "task_id": task_id,
                 "task": key,
-                "stage": row.stage,
-                "outcome": row.outcome,
-                "at": iso(row.updated_at),
+                "stage": stage,
+                "outcome": outcome,
+                "at": iso(updated_at),
             }
-            timed.append((row.updated_at, ("stage", data)))
-        if row.stage in LIVE_STAGES:
-            now.tasks[row.id] = (key, row.stage)
+            timed.append((updated_at, ("stage", data)))
 
-    job_rows = conn.execute(
-        select(
-            jobs.c.id,
-            jobs.c.task_id,
-            jobs.c.stage,
-            jobs.c.status,
-            jobs.c.pid,
-            jobs.c.exit_code,
-            jobs.c.created_at,
-            jobs.c.started_at,
-            jobs.c.finished_at,
-        ).where(
-            or_(
-                jobs.c.status.in_(LIVE_JOBS),
-                jobs.c.id > seen.job_cursor,
-                jobs.c.id.in_(list(seen.jobs)),
+    job_states = dict(
+        conn.execute(
+            select(jobs.c.id, jobs.c.status).where(
+                or_(jobs.c.status.in_(LIVE_JOBS), jobs.c.id > seen.job_cursor)
             )
-        )
-    ).all()
-    now.job_cursor = max([seen.job_cursor, *(r.id for r in job_rows)])
-    for jrow in job_rows:
-        was = seen.jobs.get(jrow.id)
-        prior = was[1] if was else None
+        ).all()
+    )
+    _add_gone(conn, job_states, seen.jobs, jobs.c.id, jobs.c.status)
+    now.jobs = {i: st for i, st in job_states.items() if st in LIVE_JOBS}
+    now.job_cursor = max([seen.job_cursor, *job_states])
+    changed_jobs = [i for i, st in job_states.items() if seen.jobs.get(i) != st]
+    columns = (
+        jobs.c.id,
+        jobs.c.task_id,
+        jobs.c.stage,
+        jobs.c.status,
+        jobs.c.pid,
+        jobs.c.exit_code,
+        jobs.c.created_at,
+        jobs.c.started_at,
+        jobs.c.finished_at,
+    )
+    for jrow in _rows(conn, changed_jobs, *columns):
+        prior = seen.jobs.get(jrow.id)
         status = JobStatus(jrow.status)
         base = {
             "task_id": jrow.task_id,
@@ -193,8 +200,6 @@ def read_changes(conn: Connection, seen: Snapshot) -> tuple[Snapshot, list[Chang
             at = jrow.finished_at
             data = {**base, "status": status.value, "exit_code": jrow.exit_code, "at": iso(at)}
             timed.append((LATE if at is None else at, ("job", data)))
-        if status not in JOB_TERMINAL:
-            now.jobs[jrow.id] = (jrow.task_id, jrow.status)
 
     stop_rows = conn.execute(
         select(
@@ -242,6 +247,21 @@ def read_changes(conn: Connection, seen: Snapshot) -> tuple[Snapshot, list[Chang
     return now, [change for _, change in timed]
 
 
+def _add_gone(
+    conn: Connection, states: dict[Any, Any], before: dict[Any, Any], key: Any, value: Any
+) -> None:
+    """Add the current value of what was live last time and is not any more."""
+    gone = [i for i in before if i not in states]
+    if gone:
+        states.update(conn.execute(select(key, value).where(key.in_(gone))).all())
+
+
+def _rows(conn: Connection, ids: list[Any], key: Any, *columns: Any) -> list[Any]:
+    if not ids:
+        return []
+    return list(conn.execute(select(key, *columns).where(key.in_(ids)).order_by(key)).all())
+
+
 def _json(text: str | None) -> dict[str, Any]:
     try:
         doc = json.loads(text or "{}")
@@ -250,12 +270,46 @@ def _json(text: str | None) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
+def fingerprint(conn: Connection) -> tuple[Any, ...]:
+    """What changes whenever something the feed reports changes, in a few indexed reads:
+    the task and job counts per stage and status (kept by triggers, migration 0002), the
+    newest audit event and job, and the open stops with their steps."""
+    return (
+        tuple(conn.execute(select(counts.c.kind, counts.c.name, counts.c.n)).all()),
+        conn.execute(select(func.max(audit_events.c.id))).scalar(),
+        conn.execute(select(func.max(jobs.c.id))).scalar(),
+        tuple(
+            conn.execute(
+                select(stop_records.c.id, stop_records.c.status, stop_records.c.steps)
+                .where(stop_records.c.status.in_(OPEN_STOP_STATUSES))
+                .order_by(stop_records.c.id)
+            ).all()
+        ),
+    )
+
+
+def poll_once(
+    conn: Connection, seen: Snapshot, *, force: bool = False
+) -> tuple[Snapshot, list[Change], bool]:
+    """One poll: the fingerprint first, the whole diff only when it moved (or `force`:
+    two changes that cancel out in the counts, such as two jobs trading statuses, are
+    still found within `FULL_POLL_SECONDS`). Also whether the whole diff ran."""
+    mark = fingerprint(conn)
+    if mark == seen.fingerprint and not force:
+        return seen, [], False
+    now, changes = read_changes(conn, seen)
+    now.fingerprint = mark
+    return now, changes, True
+
+
 def start_snapshot(conn: Connection) -> Snapshot:
     """Where a feed starts: everything now is known, nothing is news."""
     audit_max = conn.execute(select(func.max(audit_events.c.id))).scalar()
     job_max = conn.execute(select(func.max(jobs.c.id))).scalar()
     seen = Snapshot(audit_cursor=audit_max or 0, job_cursor=job_max or 0)
+    mark = fingerprint(conn)
     now, _ = read_changes(conn, seen)
+    now.fingerprint = mark
     return now
 
 
@@ -361,6 +415,7 @@ class Feed:
 
     async def _poll(self, seen: Snapshot) -> None:
         idle_since: float | None = None
+        last_full = time.monotonic()
         while True:
             await asyncio.sleep(self.poll_seconds)
             if self._listeners == 0:
@@ -369,11 +424,14 @@ class Feed:
                     return
             else:
                 idle_since = None
+            force = time.monotonic() - last_full >= FULL_POLL_SECONDS
             try:
-                seen, changes = await self.store.run_read(read_changes, seen)
+                seen, changes, full = await self.store.run_read(poll_once, seen, force=force)
             except StoreError:
                 log.warning("the dashboard feed cannot read the store", exc_info=True)
                 continue
+            if full:
+                last_full = time.monotonic()
             if changes:
                 await self._publish(changes)
 

@@ -102,6 +102,10 @@ async def task_page(request: Request) -> Response:
     if detail is None:
         body = render.render("missing.html", ref=ref[:200])
         return html(body, status=404)
+    if not isinstance(detail, dict):  # a bare ref that several trackers' tasks share
+        candidates = list(getattr(detail, "candidates", ()))
+        body = render.render("ambiguous.html", ref=ref[:200], candidates=candidates)
+        return html(body, status=409)
     task = detail["task"]
     live = Stage(task["stage"]) not in TERMINAL
     logged = [j for j in detail["jobs"] if j.get("log_path")]
