@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def all_routes() -> list[BaseRoute]:
-    from bot.api import meta, reconcile, stop, tasks
+    from bot.api import logs, meta, reconcile, retry, stop, tasks
     from bot.intake import route as webhooks
     from bot.ui import pages, streams
 
@@ -36,6 +36,8 @@ def all_routes() -> list[BaseRoute]:
         *webhooks.routes,
         *stop.routes,
         *tasks.routes,
+        *logs.routes,
+        *retry.routes,
         *reconcile.routes,
         *pages.routes,
         *streams.routes,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,14 +22,13 @@ from pydantic import (
     field_validator,
 )
 
+from bot.configfile import config_path, read_toml
 from bot.errors import ConfigError
 from bot.trackers import ADAPTERS
 from integrations.trackers.base import TrackerSettings as TrackerSection
 from integrations.trackers.plane import PlaneSettings
 
 __all__ = ["PlaneSettings", "RepoSettings", "Settings", "load_settings", "settings_from_dict"]
-
-DEFAULT_CONFIG_PATH = "conveyor.toml"
 
 
 class _Section(BaseModel):
@@ -190,9 +188,10 @@ ENV_OVERRIDES.update(
 
 
 def load_settings(env: Mapping[str, str] | None = None, path: str | Path | None = None) -> Settings:
-    """Read the config file (optional) and env overrides; raise ConfigError on a bad value."""
+    """Read the config file (`path`, else $CONVEYOR_CONFIG, else ./conveyor.toml when
+    present) and env overrides; raise ConfigError on a bad value or a missing named file."""
     env = os.environ if env is None else env
-    data = _read_toml(Path(path or env.get("CONVEYOR_CONFIG") or DEFAULT_CONFIG_PATH), env)
+    data = read_toml(config_path(path, env))
     for var, keys in ENV_OVERRIDES.items():
         if var in env:
             _put(data, keys, env[var])
@@ -205,19 +204,6 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_error(exc)) from None
-
-
-def _read_toml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
-    if not path.exists():
-        if "CONVEYOR_CONFIG" in env:
-            raise ConfigError(f"CONVEYOR_CONFIG points at {path}, which does not exist")
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
 def _put(data: dict[str, Any], keys: tuple[str, ...], value: str) -> None:

@@ -53,6 +53,9 @@ async def run_merge(svc: Services, job: Job, task: Task) -> None:
         _finish_merge, job, task.id, result.sha, svc.clock.now(), deploy
     )
     svc.wake_workers()
+    if after is not None:
+        where = stages.log_context(after.key, job, sha=result.sha, next_stage=after.stage.value)
+        log.info("merged", extra=where)
     if after is not None and after.stage is Stage.DONE:
         await releasing.after_done(svc, after)
 
@@ -120,10 +123,12 @@ def _into_deploy(conn: Connection, task: Task, now: float, deploy: tuple[str, bo
 async def _retry(
     svc: Services, job: Job, task_id: int, reason: str, *, conflict: bool = False
 ) -> None:
-    await svc.store.run_until_current(
+    after = await svc.store.run_until_current(
         _merge_failed, job, task_id, reason, conflict, svc.clock.now(), stages._policy(svc)
     )
     svc.wake_workers()
+    if after is not None:
+        stages.log_settled(job, after, None, reason, retries=svc.settings.workers.retries)
 
 
 def _merge_failed(

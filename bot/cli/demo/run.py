@@ -37,6 +37,7 @@ from bot.cli.demo.scenarios import (
     Run,
     claim_line,
 )
+from bot.cli.output import print_json
 from bot.cli.remote import ServerClient
 from bot.errors import ConveyorError
 from bot.logs import JsonFormatter, RedactSecrets, TextFormatter
@@ -59,31 +60,60 @@ class Keys:
 
 def main(args: argparse.Namespace) -> int:
     """Run the scenario in a temporary directory; 0 only when every claim holds."""
-    console = Console(highlight=False, soft_wrap=True)
+    as_json = bool(getattr(args, "json", False))
+    console = Console(highlight=False, soft_wrap=True, quiet=as_json)  # --json: one document
     root = Path(tempfile.mkdtemp(prefix="conveyor-demo-"))
     keys = Keys.generate()
     log_path = root / "logs" / "server.log"
     hidden = [keys.admin_token, keys.webhook_secret]
+    told = Told(args.scenario, str(root) if args.keep else None)
     try:
         with _logging_to(log_path, args.log_format or "text", hidden):
-            return _run_and_tell(root, args.scenario, console, keys)
+            _run_and_tell(root, args.scenario, console, keys, told)
     finally:
         _leave(root, keep=args.keep, console=console)
+    if as_json:
+        print_json(told.as_json())
+    return 0 if told.ok else 1
 
 
-def _run_and_tell(root: Path, scenario: str, console: Console, keys: Keys) -> int:
+@dataclass
+class Told:
+    """What the demo found, for `--json`."""
+
+    scenario: str
+    kept: str | None
+    claims: list[Claim] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.claims is not None and all(c.holds for c in self.claims)
+
+    def as_json(self) -> dict[str, object]:
+        claims = [{"holds": c.holds, "claim": c.text} for c in self.claims or []]
+        return {
+            "scenario": self.scenario,
+            "ok": self.ok,
+            "claims": claims,
+            "error": self.error,
+            "kept": self.kept,
+        }
+
+
+def _run_and_tell(root: Path, scenario: str, console: Console, keys: Keys, told: Told) -> None:
     console.print(f"conveyor demo, scenario {scenario}, in {root}", markup=False)
     try:
-        claims = run(root, scenario, console, keys)
+        told.claims = run(root, scenario, console, keys)
     except ConveyorError as exc:
+        told.error = str(exc) or "the demo did not finish"
         if not isinstance(exc, Halted):
             console.print(f"  ✘ {exc}", markup=False)
         console.print("The demo did not finish; the server log says more (run with --keep).")
-        return 1
-    failed = [c for c in claims if not c.holds]
+        return
+    failed = [c for c in told.claims if not c.holds]
     verdict = "Every claim holds." if not failed else f"{len(failed)} claim(s) do not hold."
     console.print(verdict, markup=False)
-    return 0 if not failed else 1
 
 
 def run(root: Path, scenario: str, console: Console, keys: Keys) -> list[Claim]:
