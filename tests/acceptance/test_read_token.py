@@ -19,7 +19,8 @@ async def test_read_endpoints_need_the_read_token(tmp_path: Path) -> None:
     async with running(tmp_path, **{"server.read_token": READ, "server.admin_token": ADMIN}) as h:
         assert (await h.send("To Analyse")).status_code == 202  # webhooks: their own auth
         await wait_until(lambda: h.client.get("/tasks/PROJ-42", params={"token": READ}))
-        for path in ("/queue", "/tasks", "/tasks/PROJ-42", "/ui", "/ui/tasks/PROJ-42", "/events"):
+        guarded = ("/queue", "/tasks", "/tasks/PROJ-42", "/tasks/PROJ-42/logs", "/ui", "/events")
+        for path in (*guarded, "/ui/tasks/PROJ-42", "/ui/tasks/PROJ-42/log"):
             refused = await h.client.get(path)
             assert refused.status_code == 401, path
             assert refused.headers["www-authenticate"].startswith("Bearer")
@@ -72,3 +73,34 @@ async def test_without_a_read_token_reads_are_open_and_pages_hold_no_secret(
         assert missing.status_code == 404 and "No such task" in missing.text
         bad_job = await h.client.get("/ui/tasks/PROJ-42/log", params={"job": "x"})
         assert bad_job.status_code == 400
+
+
+@pytest.mark.timeout(120)
+def test_the_cli_reads_through_the_read_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`conveyor queue` / `tasks` send `CONVEYOR_READ_TOKEN` as a bearer token; without
+    it they say what the server refused, in one line."""
+    from bot.cli.main import main
+    from bot.serve import serving_in_thread
+    from bot.settings import settings_from_dict
+    from tests.gitrepo import make_repo
+    from tests.harness import base_settings
+
+    repo, _ = make_repo(tmp_path)
+    doc = base_settings(tmp_path, repo, **{"server.read_token": READ})
+    cwd = tmp_path / "cwd"  # no conveyor.toml there: the CLI reads env only
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    for var in ("CONVEYOR_CONFIG", "CONVEYOR_READ_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    with serving_in_thread(settings_from_dict(doc)) as url:
+        monkeypatch.setenv("CONVEYOR_URL", url)
+        assert main(["queue", "--json"]) == 1
+        _, err = capsys.readouterr()
+        assert "needs the read token" in err and len(err.strip().splitlines()) == 1
+        monkeypatch.setenv("CONVEYOR_READ_TOKEN", READ)
+        assert main(["queue", "--json"]) == 0
+        out, _ = capsys.readouterr()
+        assert '"tasks"' in out
+        assert main(["tasks"]) == 0
