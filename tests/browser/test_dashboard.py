@@ -50,6 +50,8 @@ while True:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
+# Generous waits: these run on a busy two-core machine; a wait returns as soon as it holds.
+expect.set_options(timeout=20_000)
 
 
 def _browser_or_skip() -> str:
@@ -127,6 +129,7 @@ class Console:
 
 def new_page(browser: Any, console: Console, **kw: Any) -> Any:
     context = browser.new_context(**kw)
+    context.set_default_timeout(30_000)
     page = context.new_page()
     console.watch(page)
     return page
