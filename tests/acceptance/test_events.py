@@ -177,3 +177,31 @@ def test_a_change_by_another_process_is_an_event(server: tuple[str, Path]) -> No
     assert done.is_set()
     note = of_task(events, "audit", kind="operator_note")[0]
     assert note.data["task"] == "PROJ-42" and note.data["task_id"] == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(180)
+def test_the_feed_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """The same feed on PostgreSQL: a task's stages, jobs and reset steps, in order."""
+    repo, _ = make_repo(tmp_path)
+    impl = write_agent(tmp_path / "agents", "impl.py", COOPERATIVE_AGENT)
+    doc = base_settings(
+        tmp_path, repo, **{"agents.implementation": impl, "server.database_url": postgres_url}
+    )
+    with serving_in_thread(settings_from_dict(doc)) as url:
+        events = collect(
+            f"{url}/events",
+            lambda seen: bool(of_task(seen, "job", stage="implementation", status="running")),
+            on_open=lambda: plane_state(url, "To Analyse", 1),
+        )
+        stages = [e.data["stage"] for e in of_task(events, "stage", task="PROJ-42")]
+        assert stages[:2] == ["analysis", "implementation"]
+        assert plane_state(url, "STOP", 2).json()["outcome"] == "stop_requested"
+        rest = collect(
+            f"{url}/events",
+            lambda seen: bool(of_task(seen, "stop", status="done")),
+            headers={"Last-Event-ID": str(events[-1].id)},
+        )
+        steps = [e.data["step"] for e in of_task(rest, "stop") if "step" in e.data]
+        assert steps[0] == "processes" and steps[-1] == "notify"
+        assert of_task(rest, "stage", stage="cancelled")[0].data["outcome"] == "cancelled_graceful"
