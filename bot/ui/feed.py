@@ -1,14 +1,17 @@
 """What `GET /events` streams: changes the store records, found by polling it.
 
-The feed reads a small snapshot a few times a second while someone listens: audit events
-past a cursor, the live tasks (and those that were live last time), the queued and
-running jobs (and new ones, and those that were live), the open stops (and those that
-were). The difference from the previous snapshot becomes events: `stage` (a task entered
+Four times a second while someone listens, the feed reads a fingerprint (the counts per
+stage and status that triggers keep, the newest audit event and job ids, the open stops
+with their steps); when it moved, and every `FULL_POLL_SECONDS` anyway, it reads a small
+snapshot: audit events past a cursor, the live tasks (and those that were live last
+time), the queued and running jobs (and new ones, and those that were live), the open
+stops (and those that were, and those its new audit events name). The difference from
+the previous snapshot becomes events: `stage` (a task entered
 a stage), `job` (a job was queued, started or finished), `stop` (a stop was recorded, a
 reset step finished, the stop closed) and `audit` (an audit event was written). Because
 it reads the database, a change made by another process sharing it shows the same way.
-The cost is O(live tasks + live jobs + open stops + new audit rows) per poll, all through
-indexes, and nothing at all while nobody listens.
+The steady-state poll costs a few indexed reads; the diff O(live tasks + live jobs + open
+stops + new audit rows); nothing at all runs while nobody listens (`bench/events_feed.py`).
 
 Events are numbered `<boot>.<n>`; the last `BUFFER` are kept, so a client reconnecting
 with `Last-Event-ID` gets what it missed, or one `resync` event when it missed too much
@@ -275,15 +278,23 @@ def fingerprint(conn: Connection) -> tuple[Any, ...]:
     the task and job counts per stage and status (kept by triggers, migration 0002), the
     newest audit event and job, and the open stops with their steps."""
     return (
-        tuple(conn.execute(select(counts.c.kind, counts.c.name, counts.c.n)).all()),
+        tuple(
+            tuple(row)
+            for row in conn.execute(
+                select(counts.c.kind, counts.c.name, counts.c.n).order_by(
+                    counts.c.kind, counts.c.name
+                )
+            )
+        ),
         conn.execute(select(func.max(audit_events.c.id))).scalar(),
         conn.execute(select(func.max(jobs.c.id))).scalar(),
         tuple(
-            conn.execute(
+            tuple(row)
+            for row in conn.execute(
                 select(stop_records.c.id, stop_records.c.status, stop_records.c.steps)
                 .where(stop_records.c.status.in_(OPEN_STOP_STATUSES))
                 .order_by(stop_records.c.id)
-            ).all()
+            )
         ),
     )
 
