@@ -29,7 +29,18 @@ log = logging.getLogger(__name__)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class _Server(uvicorn.Server):
+class _Ending(uvicorn.Server):
+    """Ends the dashboard's open streams when shutdown starts: uvicorn waits for every
+    response to finish, and an event stream otherwise runs on for up to 15 s."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        from bot.ui.streams import end_streams
+
+        await end_streams(self.config.app)
+        await super().shutdown(sockets=sockets)
+
+
+class _Server(_Ending):
     """uvicorn re-raises the caught signal after shutdown (exit status -15/130); a clean
     shutdown on request is a success for conveyor, so only ask uvicorn to exit."""
 
@@ -104,7 +115,7 @@ def serving_in_thread(
     sock.bind((host, 0))  # the kernel's free port, held from now on: no race with others
     port = sock.getsockname()[1]
     config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    server = _Ending(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="conveyor-server", daemon=True
     )

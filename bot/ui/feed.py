@@ -359,10 +359,13 @@ class Feed:
         self.boot = format(int(time.time() * 1000), "x")
         self._seq = 0
         self._events: deque[Event] = deque(maxlen=BUFFER)
-        self._changed = asyncio.Condition()
+        # Set (and replaced) on every publish: waiting on an Event is safe to time out,
+        # unlike a Condition's wait_for under asyncio.wait_for on Python 3.11.
+        self._changed = asyncio.Event()
         self._listeners = 0
         self._poller: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
+        self.ending = False  # the server is shutting down: streams end now
 
     @property
     def last_id(self) -> str:
@@ -399,12 +402,11 @@ class Feed:
             self._listeners -= 1
 
     async def wait_after(self, cursor: int, wait_seconds: float) -> list[Event]:
-        """Events after `cursor`, waiting at most `wait_seconds` for one."""
-        async with self._changed:
+        """Events after `cursor`, waiting at most `wait_seconds` for one (or the end)."""
+        if self._seq <= cursor and not self.ending:
+            changed = self._changed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._seq > cursor), wait_seconds
-                )
+                await asyncio.wait_for(changed.wait(), wait_seconds)
         return [e for e in self._events if e.seq > cursor]
 
     async def _ensure_polling(self) -> None:
@@ -447,11 +449,19 @@ class Feed:
                 await self._publish(changes)
 
     async def _publish(self, changes: list[tuple[str, dict[str, Any]]]) -> None:
-        async with self._changed:
-            for kind, data in changes:
-                self._seq += 1
-                self._events.append(Event(self.boot, self._seq, kind, data))
-            self._changed.notify_all()
+        for kind, data in changes:
+            self._seq += 1
+            self._events.append(Event(self.boot, self._seq, kind, data))
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def end_streams(self) -> None:
+        """The server is shutting down: every open stream ends (it would hold it up)."""
+        self.ending = True
+        self._wake()
 
     async def close(self) -> None:
         if self._poller is not None:

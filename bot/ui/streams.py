@@ -2,8 +2,9 @@
 (the running agent's log as it grows).
 
 Each stream ends by itself after `STREAM_SECONDS` (the browser's EventSource reconnects
-at once, sending `Last-Event-ID`), so an open dashboard never holds a server's shutdown
-for long, and a comment line every `KEEPALIVE_SECONDS` keeps proxies from closing it.
+at once, sending `Last-Event-ID`), and at once when the server starts shutting down
+(`end_streams`), so an open dashboard never holds a shutdown up; a comment line every
+`KEEPALIVE_SECONDS` keeps proxies from closing it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection
 from starlette.requests import Request
@@ -43,6 +45,15 @@ def feed_of(svc: Services) -> Feed:
     return svc.feed
 
 
+async def end_streams(app: Any) -> None:
+    """Before the server waits for its connections to close: end every open stream
+    (`bot.serve` calls this when it starts shutting down)."""
+    svc = getattr(getattr(app, "state", None), "services", None)
+    feed = getattr(svc, "feed", None)
+    if isinstance(feed, Feed):
+        await feed.end_streams()
+
+
 async def events(request: Request) -> Response:
     """The change feed as SSE; `Last-Event-ID` (header, or `?last_event_id=`) resumes."""
     feed = feed_of(services(request))
@@ -56,7 +67,7 @@ async def _event_frames(feed: Feed, last: str | None) -> AsyncIterator[str]:
     deadline = time.monotonic() + STREAM_SECONDS
     async with feed.subscription(last) as sub:
         yield f"retry: {RETRY_MS}\n: conveyor events {feed.last_id}\n\n"
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - time.monotonic()) > 0 and not feed.ending:
             batch = await sub.next(min(KEEPALIVE_SECONDS, left))
             if not batch:
                 yield ": keepalive\n\n"
@@ -133,7 +144,8 @@ async def _log_frames(
     last_status = 0.0
     last_sent = time.monotonic()
     finished = job.status in JOB_TERMINAL
-    while time.monotonic() < deadline:
+    feed = feed_of(svc)
+    while time.monotonic() < deadline and not feed.ending:
         chunk = await asyncio.to_thread(_read, path, position, CHUNK_BYTES)
         if chunk:
             cut = chunk.rfind(b"\n") + 1 if len(chunk) == CHUNK_BYTES else len(chunk)

@@ -5,6 +5,7 @@ that reconnects with `Last-Event-ID` gets exactly what it missed, an unknown id 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -61,6 +62,14 @@ def plane_state(url: str, state: str, n: int) -> httpx.Response:
         "Content-Type": "application/json",
     }
     return httpx.post(f"{url}/webhooks/plane", content=body, headers=headers, timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The server (in this process) logged no error while the streams ran."""
+    yield
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ copied there too (that is how README's `docs/img/*.png` are made).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -86,6 +87,14 @@ def start_server(tmp_path: Path, **overrides: Any) -> Iterator[Server]:
     doc = base_settings(tmp_path, repo, **{"agents.implementation": impl, **overrides})
     with serving_in_thread(settings_from_dict(doc)) as url:
         yield Server(url, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The server (in this process) logged no error while the browser used it."""
+    yield
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
 
 @pytest.fixture(autouse=True)
