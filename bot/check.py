@@ -155,6 +155,7 @@ def one_repo_findings(settings: Settings, repo: RepoSettings) -> list[Finding]:
         found.append(
             _warning(f"{where}.tracker_project", "is empty: no ticket of any project maps here")
         )
+    found += forge_findings(settings, repo)
     if not settings.tracker(repo.tracker).webhook_secret.get_secret_value():
         found.append(
             _warning(
@@ -163,6 +164,14 @@ def one_repo_findings(settings: Settings, repo: RepoSettings) -> list[Finding]:
             )
         )
     return found
+
+
+def forge_findings(settings: Settings, repo: RepoSettings) -> list[Finding]:
+    """A repo naming a forge needs its credentials (pull requests, branch protection)."""
+    from bot.forges import credentials_missing
+
+    missing = credentials_missing(settings, repo)
+    return [] if missing is None else [_problem(f"repos.{repo.name}.forge", missing)]
 
 
 def _spec(repo: RepoSettings) -> RepoSpec:

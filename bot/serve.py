@@ -15,13 +15,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import uvicorn
 
 from bot import check, startup
 from bot.app import create_app
 from bot.errors import ConfigError, ConveyorError
+from bot.services import Services
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,14 +108,20 @@ def serve(
 
 @contextlib.contextmanager
 def serving_in_thread(
-    settings: Settings, *, host: str = "127.0.0.1", start_timeout: float = 30.0
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    start_timeout: float = 30.0,
+    configure: Callable[[Services], None] | None = None,
 ) -> Iterator[str]:
     """The app under uvicorn in a background thread on a free port of `host`; yields its
-    URL and shuts the server (and its lifespan) down on the way out."""
+    URL and shuts the server (and its lifespan) down on the way out. `configure` may swap
+    ports (the demo's fake forge)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((host, 0))  # the kernel's free port, held from now on: no race with others
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
+    app = create_app(settings, configure=configure)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
     server = _Ending(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="conveyor-server", daemon=True

@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from bot.configfile import config_path, read_toml
@@ -108,6 +109,32 @@ class RepoSettings(_Section):
     self_hosting: bool = False
     deploy_command: str = ""
     remove_worktree_when_done: bool = True
+    # DESIGN "Merging: push or pull request"; the forge's credentials are its tracker
+    # section's ([trackers.github] token/api_url, [trackers.gitea] token/base_url).
+    merge: Literal["push", "pull_request"] = "push"
+    forge: Literal["", "github", "gitea"] = ""
+    forge_repo: str = ""
+    merge_method: Literal["merge", "squash", "rebase"] = "merge"
+    merge_timeout_seconds: Annotated[float, Field(ge=1, le=7 * 86400)] = 3600
+
+    @field_validator("forge_repo")
+    @classmethod
+    def _owner_name(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+", value):
+            raise ValueError("forge_repo must be 'owner/name'")
+        return value
+
+    @model_validator(mode="after")
+    def _pull_request_needs_a_forge(self) -> RepoSettings:
+        if self.merge == "pull_request" and not (self.forge and self.forge_repo):
+            raise ValueError(
+                'merge = "pull_request" needs forge = "github" or "gitea" and '
+                'forge_repo = "owner/name"'
+            )
+        if self.forge and not self.forge_repo:
+            raise ValueError(f'forge = "{self.forge}" needs forge_repo = "owner/name"')
+        return self
 
 
 class Settings(_Section):
@@ -235,6 +262,13 @@ def describe_error(exc: ValidationError) -> str:
         return f"{loc} is not a known setting (check the spelling; see README's configuration)"
     if kind == "missing":
         return f"{loc} is required"
+    if kind == "value_error":  # a validator's own sentence says what is allowed
+        said = str(err.get("msg", "")).removeprefix("Value error, ")
+        return (
+            f"{loc}: {said}"
+            if isinstance(err.get("input"), dict)
+            else f"{loc}: {said}, got {given}"
+        )
     allowed = _allowed(err)
     return f"{loc} must be {allowed}, got {given}"
 

@@ -136,9 +136,10 @@ def _add_demo(sub: Subparsers) -> None:
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
     demo.add_argument(
         "--scenario",
-        choices=["basic", "deferred"],
+        choices=["basic", "deferred", "pull-request"],
         default="basic",
-        help="basic: STOP while the agent works; deferred: STOP inside the merge (default basic)",
+        help="basic: STOP while the agent works; deferred: STOP inside the merge; "
+        "pull-request: merged through a pull request on a fake forge (default basic)",
     )
     demo.add_argument("--json", action="store_true", help="print only a JSON account at the end")
     demo.set_defaults(func=None)  # needs no settings: see _run()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from bot.engine.merging import LEASE_TTL_SECONDS
+from bot.engine.merge_gate import LEASE_TTL_SECONDS
 from state import jobs
 from state.machine import Trigger, decide
 from state.models import Stage, Task

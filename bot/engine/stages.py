@@ -12,7 +12,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from bot.engine import agent_logs, releasing
+from bot.engine import agent_logs, pr_open, releasing
+from bot.engine.branches import refuse_push_if_protected
 from bot.engine.ticket_file import write_ticket_file
 from bot.gitops import in_repo, off_loop, repo_spec
 from bot.services import Services
@@ -207,6 +208,8 @@ async def settle(
             sha = await _push(svc, task_id)
         except IntegrationError as exc:
             exit_code, error = None, f"push: {exc}"
+    if sha is not None and job.stage in PR_STAGES:
+        await pr_open.publish(svc, task_id)  # a pull request follows the pushed branch
     if exit_code not in (0, None) and error is None:
         error = await _failure_text(svc, job, exit_code)
     after = await svc.store.run_until_current(
@@ -254,9 +257,14 @@ async def _push(svc: Services, task_id: int) -> str | None:
         return None
     if not task.worktree_path:
         return None
+    await refuse_push_if_protected(svc, task.repo, task.branch)
     return await in_repo(
         git.push_branch, repo_spec(svc, task.repo), Path(task.worktree_path), task.branch
     )
+
+
+# After these stages pass and push, pull-request mode opens (or updates) the pull request.
+PR_STAGES = frozenset({Stage.IMPLEMENTATION.value, Stage.REVIEW.value})
 
 
 def _policy(svc: Services) -> tuple[int, float]:
