@@ -15,6 +15,7 @@ from starlette.routing import Route
 from bot.api import views
 from bot.api.http import services
 from bot.api.tasks import reconcile_block, task_detail
+from bot.stopplane.reset import STEPS
 from bot.ui import render
 from bot.ui.access import SECURITY_HEADERS
 from state.models import TERMINAL, Stage
@@ -23,18 +24,8 @@ from state.schema import jobs, stop_records
 from state.store import recent_tasks
 
 RECENT_TASKS = 100
-# The reset's steps in the order they run (DESIGN "The stop plane"); others after them.
-STEP_ORDER = (
-    "processes",
-    "jobs",
-    "lease",
-    "worktree",
-    "remote_branch",
-    "pull_request",
-    "tombstone",
-    "terminal",
-    "notify",
-)
+# The reset's steps in the order they run; others (none today) after them.
+STEP_ORDER = tuple(name for name, _ in STEPS)
 RETRY_PATH = "/tasks/{ref}/retry"
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from bot.serve import serving_in_thread
 from bot.settings import settings_from_dict
+from bot.stopplane.reset import STEPS
 from integrations.trackers.plane.payloads import build_v1_payload
 from integrations.trackers.plane.webhook import sign
 from tests.gitrepo import make_repo
@@ -33,6 +34,8 @@ from tests.harness import (
 from tests.sse import SseEvent, collect
 
 ISSUE = "20617384-0d13-472c-a860-e7f89295b2f5"
+
+RESET_STEPS = [name for name, _ in STEPS]  # in the order the reset runs them
 
 
 def plane_state(url: str, state: str, n: int) -> httpx.Response:
@@ -128,16 +131,7 @@ def test_events_in_order_and_reconnect_with_last_event_id(server: tuple[str, Pat
     assert seq(second[0]) == seq(first[-1]) + 1, "the replay starts right after the last id"
     assert [seq(e) for e in second] == list(range(seq(second[0]), seq(second[0]) + len(second)))
     steps = [e.data["step"] for e in of_task(second, "stop") if "step" in e.data]
-    assert steps == [
-        "processes",
-        "jobs",
-        "lease",
-        "worktree",
-        "remote_branch",
-        "tombstone",
-        "terminal",
-        "notify",
-    ], "\n".join(str((e.id, e.event, e.data)) for e in second)
+    assert steps == RESET_STEPS, "\n".join(str((e.id, e.event, e.data)) for e in second)
     stops = of_task(second, "stop", task="PROJ-42")
     assert stops[0].data["status"] == "requested" and "step" not in stops[0].data
     assert stops[-1].data["status"] == "done" and stops[-1].data["outcome"] == "cancelled_graceful"

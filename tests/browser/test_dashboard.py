@@ -22,6 +22,7 @@ import pytest
 
 from bot.serve import serving_in_thread
 from bot.settings import settings_from_dict
+from bot.stopplane.reset import STEPS
 from tests.acceptance.test_events import plane_state
 from tests.gitrepo import make_repo
 from tests.harness import base_settings, write_agent
@@ -53,6 +54,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 # Generous waits: these run on a busy two-core machine; a wait returns as soon as it holds.
 expect.set_options(timeout=20_000)
+
+RESET_STEPS = [name for name, _ in STEPS]  # in the order the reset runs them
 
 
 def _browser_or_skip() -> str:
@@ -215,16 +218,9 @@ def test_queue_task_page_log_and_stop_live(server: Server, browser: Any) -> None
     steps = page.locator("table.steps tr[data-step]")
     expect(page.locator("tr[data-step='processes']")).to_be_visible(timeout=30_000)
     expect(page.locator("tr[data-step='notify']")).to_be_visible(timeout=30_000)
-    assert [s.get_attribute("data-step") for s in steps.all()] == [
-        "processes",
-        "jobs",
-        "lease",
-        "worktree",
-        "remote_branch",
-        "tombstone",
-        "terminal",
-        "notify",
-    ]  # in the order they ran, each with the time it was done
+    assert [
+        s.get_attribute("data-step") for s in steps.all()
+    ] == RESET_STEPS  # in the order they ran, each with the time it was done
     for row in steps.all():
         assert row.locator("time").count() == 1
     expect(page.locator("#outcome")).to_have_text("cancelled_graceful", timeout=30_000)
