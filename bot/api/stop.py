@@ -11,8 +11,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.api.http import error, services
+from bot.api.tasks import ambiguous
 from bot.stopplane import intent as stopplane
-from state.store import find_task, original_key
+from state.refs import Ambiguous, resolve_task
+from state.store import original_key
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,11 @@ async def stop_task(request: Request) -> Response:
     reason = await _reason(request)
     if isinstance(reason, Response):
         return reason
-    task = await svc.store.run_read(find_task, ref) if len(ref) <= 200 else None
+    task = await svc.store.run_read(resolve_task, ref) if len(ref) <= 200 else None
     if task is None:
         return error(404, NO_SUCH_TASK.format(ref=ref[:200]))
+    if isinstance(task, Ambiguous):
+        return ambiguous(task)
     result = await stopplane.request_stop(
         svc, task, requested_by="admin", reason=reason, correlation=request_id
     )

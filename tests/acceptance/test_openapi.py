@@ -93,7 +93,7 @@ def test_the_admin_stop_names_both_ways_to_present_the_token() -> None:
     doc = openapi_document()
     stop = doc["paths"]["/tasks/{ref}/stop"]["post"]
     assert stop["security"] == [{"AdminToken": []}, {"Bearer": []}]
-    assert set(stop["responses"]) == {"200", "202", "400", "401", "403", "404"}
+    assert set(stop["responses"]) == {"200", "202", "400", "401", "403", "404", "409"}
     schemes = doc["components"]["securitySchemes"]
     token = schemes["AdminToken"]
     assert (token["type"], token["in"], token["name"]) == ("apiKey", "header", "X-Admin-Token")
