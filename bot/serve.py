@@ -16,6 +16,7 @@ import uvicorn
 
 from bot.app import create_app
 from bot.errors import ConveyorError
+from bot.http_limits import connection_limits
 from bot.settings import Settings
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -44,6 +45,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         log_config=None,
         access_log=False,
         lifespan="on",
+        **connection_limits(settings),
     )
     server = _Server(config)
     server.run()
@@ -59,7 +61,13 @@ def serving_in_thread(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((host, 0))  # the kernel's free port, held from now on: no race with others
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        **connection_limits(settings),
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="conveyor-server", daemon=True

@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from bot.errors import ConfigError
@@ -31,6 +32,11 @@ from integrations.trackers.plane import PlaneSettings
 __all__ = ["PlaneSettings", "RepoSettings", "Settings", "load_settings", "settings_from_dict"]
 
 DEFAULT_CONFIG_PATH = "conveyor.toml"
+MIN_SECRET = 16
+SHORT_SECRET = (
+    "{key} is shorter than {n} characters; use a long random value "
+    "(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+)
 
 
 class _Section(BaseModel):
@@ -45,6 +51,11 @@ class ServerSettings(_Section):
     admin_token: SecretStr = SecretStr("")
     log_format: Literal["text", "json"] = "text"
     url: str = ""  # where CLI verbs find the server; empty: http://host:port
+    # Slow or idle clients are dropped (a connection is never held open forever):
+    header_timeout_seconds: Annotated[float, Field(ge=0.1, le=300)] = 10
+    body_timeout_seconds: Annotated[float, Field(ge=0.1, le=600)] = 30
+    keep_alive_seconds: Annotated[int, Field(ge=1, le=300)] = 5
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 200  # then 503
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
@@ -119,6 +130,29 @@ class Settings(_Section):
     reconcile: ReconcileSettings = ReconcileSettings()
     agents: AgentSettings = AgentSettings()
     repos: list[RepoSettings] = []
+
+    @model_validator(mode="after")
+    def _secrets_long_enough(self) -> Settings:
+        short = next((key for key, value in self.chosen_secrets() if len(value) < MIN_SECRET), None)
+        if short is not None:
+            raise ValueError(SHORT_SECRET.format(key=short, n=MIN_SECRET))
+        return self
+
+    def chosen_secrets(self) -> list[tuple[str, str]]:
+        """(key, value) of every configured secret that a person chooses: the admin and
+        read tokens and every webhook secret (API keys are the trackers' to make)."""
+        out = [("server.admin_token", self.server.admin_token.get_secret_value())]
+        read_token = getattr(self.server, "read_token", None)
+        if isinstance(read_token, SecretStr):
+            out.append(("server.read_token", read_token.get_secret_value()))
+        for name in ADAPTERS:
+            out.append(
+                (
+                    f"trackers.{name}.webhook_secret",
+                    self.tracker(name).webhook_secret.get_secret_value(),
+                )
+            )
+        return [(key, value) for key, value in out if value]
 
     def repo_for_project(self, tracker: str, project: str | None) -> RepoSettings | None:
         """The repo mapped to a tracker's project, if any."""
@@ -240,6 +274,8 @@ def describe_error(exc: ValidationError) -> str:
     last = str(err["loc"][-1]) if err["loc"] else ""
     given = "<hidden>" if last in _SECRET_KEYS else repr(err.get("input"))
     kind = err["type"]
+    if kind == "value_error" and not err["loc"]:  # a check over the whole settings
+        return str(err.get("ctx", {}).get("error") or err["msg"])
     if kind == "extra_forbidden":
         return f"{loc} is not a known setting (check the spelling; see README's configuration)"
     if kind == "missing":

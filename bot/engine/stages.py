@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from bot.engine import releasing
+from bot.engine.task_names import task_names
 from bot.engine.ticket_file import write_ticket_file
 from bot.gitops import in_repo, off_loop, repo_spec
 from bot.services import Services
@@ -72,20 +73,20 @@ async def ensure_worktree(svc: Services, task: Task) -> Task | None:
         if present:
             return task
     repo = repo_spec(svc, task.repo)
+    names = await task_names(svc, task)
     try:
         tree = await in_repo(
-            git.create_worktree, repo, svc.worktrees_root, task.key, git.branch_name(task.key)
+            git.create_worktree, repo, svc.worktrees_root, names.directory, names.branch
         )
     except git.UnsafeBranchError:
         raise
     except git.GitError:  # a leftover of an earlier task of this ticket: use a fresh name
-        unique = f"{task.key}-{task.id}"
         tree = await in_repo(
             git.create_worktree,
             repo,
             svc.worktrees_root,
-            unique,
-            git.branch_name(task.key, suffix=str(task.id)),
+            f"{names.directory}-{task.id}",
+            names.fallback_branch,
         )
     recorded = await svc.store.run(_record_worktree, task.id, tree, svc.clock.now())
     if recorded is None:  # the reset may be past its worktree step: undo our own work
@@ -122,9 +123,9 @@ def base_environment(source: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def agent_env(svc: Services, job: Job, task: Task, cwd: str) -> dict[str, str]:
-    """The agent process contract's environment."""
-    docs = svc.docs_dir(task.key)
+def agent_env(svc: Services, job: Job, task: Task, cwd: str, name: str) -> dict[str, str]:
+    """The agent process contract's environment (`name`: the task's directory name)."""
+    docs = svc.docs_dir(name)
     docs.mkdir(parents=True, exist_ok=True)
     ticket = write_ticket_file(docs, task)
     return {
@@ -145,11 +146,11 @@ def agent_env(svc: Services, job: Job, task: Task, cwd: str) -> dict[str, str]:
 
 async def run_process(svc: Services, job: Job, task: Task, command: str, *, cwd: str) -> int | None:
     """Spawn, record, wait with heartbeats; None when the job was taken away (a stop)."""
-    log_path = svc.logs_dir(task.key) / f"{job.id}.log"
+    name = (await task_names(svc, task)).directory
+    log_path = svc.logs_dir(name) / f"{job.id}.log"
     try:
-        proc = spawn_agent(
-            command, cwd=Path(cwd), env=agent_env(svc, job, task, cwd), log_path=log_path
-        )
+        env = agent_env(svc, job, task, cwd, name)
+        proc = spawn_agent(command, cwd=Path(cwd), env=env, log_path=log_path)
     except IntegrationError as exc:
         await settle(svc, job, task.id, exit_code=None, error=str(exc))
         return None

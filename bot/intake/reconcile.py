@@ -31,6 +31,7 @@ from bot.intake.lifecycle import (
     entered_start,
     remember_ticket,
 )
+from bot.intake.refs import ref_problem
 from bot.services import Services
 from integrations.trackers.base import Gone, Signal, Ticket, TicketRef, Tracker, TrackerError
 from state import tickets
@@ -109,7 +110,7 @@ async def _pass_project(
     report.tickets += len(changed)
     repo = svc.settings.repo_for_project(tracker.name, project)
     for ticket in sorted(changed, key=_updated):
-        if repo is not None:
+        if repo is not None and ref_problem(ticket.ref) is None:
             await _act(svc, tracker, ticket, repo.name, report)
     await svc.store.run(tickets.set_watermark, tracker.name, project, started, svc.clock.now())
 

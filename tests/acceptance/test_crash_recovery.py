@@ -203,7 +203,7 @@ def _assert_done_once(
     kinds = [e["kind"] for e in doc["audit"]]
     assert kinds.count("cancelled") == 1 and kinds.count("stop_requested") == 1
     assert not Path(doc["task"]["worktree_path"]).exists()
-    assert "conveyor/PROJ-42" not in git(bare, "for-each-ref", "--format=%(refname:short)")
+    assert "conveyor/proj-42" not in git(bare, "for-each-ref", "--format=%(refname:short)")
     assert processes_with_env("CONVEYOR_RUN_ID", job["run_id"]) == []
     until(lambda: len(plane.comments) >= 1, 5, "comment")
     time.sleep(0.3)
