@@ -107,6 +107,15 @@ class AgentSettings(_Section):
     analysis: str = ""
     implementation: str = ""
     review: str = ""
+    pass_env: list[str] = []  # names or PREFIX_* globs of conveyor's env handed to agents
+    env: dict[str, str] = {}  # fixed extra variables for agents
+
+    @field_validator("pass_env", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class RepoSettings(_Section):

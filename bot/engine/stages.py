@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 from sqlalchemy import Connection
 
 from bot.engine import releasing
+from bot.engine.environment import agent_base
 from bot.engine.task_names import task_names
 from bot.engine.ticket_file import write_ticket_file
 from bot.gitops import in_repo, off_loop, repo_spec
@@ -109,27 +109,13 @@ def _record_worktree(conn: Connection, task_id: int, tree: git.Worktree, now: fl
     return done
 
 
-# What an agent inherits from conveyor's own environment: never a copy of it (conveyor's
-# secrets, tokens and database URL stay here). DESIGN "Agent process contract".
-BASE_VARIABLES = ("PATH", "HOME", "USER", "LANG", "TERM", "TMPDIR", "SHELL")
-
-
-def base_environment(source: Mapping[str, str]) -> dict[str, str]:
-    """The allowlisted base variables (and LC_*) of `source`."""
-    return {
-        name: value
-        for name, value in source.items()
-        if name in BASE_VARIABLES or name.startswith("LC_")
-    }
-
-
 def agent_env(svc: Services, job: Job, task: Task, cwd: str, name: str) -> dict[str, str]:
     """The agent process contract's environment (`name`: the task's directory name)."""
     docs = svc.docs_dir(name)
     docs.mkdir(parents=True, exist_ok=True)
     ticket = write_ticket_file(docs, task)
     return {
-        **base_environment(os.environ),
+        **agent_base(svc.settings, os.environ),
         "CONVEYOR_TASK_ID": str(task.id),
         "CONVEYOR_TASK_KEY": task.key,
         "CONVEYOR_STAGE": job.stage,
