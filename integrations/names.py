@@ -17,7 +17,7 @@ import re
 import unicodedata
 
 MAX_NAME = 64
-SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+SAFE_NAME = re.compile(r"[a-z0-9_][a-z0-9._-]*")
 _UNSAFE_RUN = re.compile(r"[^a-z0-9._-]+")
 _DOTS = re.compile(r"\.{2,}")
 _DIGEST_CHARS = 10
