@@ -121,7 +121,9 @@ async def _reason(request: Request) -> str | Response:
     except BodyTooLarge:
         return error(413, TOO_LARGE.format(limit=MAX_BODY_BYTES))
     except (BodyTooSlow, ClientDisconnect):
-        return error(408, "the body did not arrive in time")
+        slow = error(408, "the body did not arrive in time")
+        slow.headers["Connection"] = "close"  # the rest of the body is not awaited
+        return slow
     if not raw.strip():
         return DEFAULT_REASON
     doc = _load(raw)

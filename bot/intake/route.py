@@ -62,7 +62,10 @@ async def tracker_webhook(request: Request) -> Response:
     except Refused as refusal:
         # The delivery header is unsigned: it is not logged for a refused request.
         _account(svc, tracker.name, None, task=None, outcome="refused", reason=refusal.reason)
-        return error(refusal.status, refusal.message)
+        answer = error(refusal.status, refusal.message)
+        if isinstance(refusal, TooSlow):
+            answer.headers["Connection"] = "close"  # the rest of the body is not awaited
+        return answer
     answer = await intake(svc, tracker, event)
     _account(
         svc,
