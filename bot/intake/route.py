@@ -62,15 +62,15 @@ async def tracker_webhook(request: Request) -> Response:
     except Refused as refusal:
         # The delivery header is unsigned: it is not logged for a refused request.
         _account(svc, tracker.name, None, task=None, outcome="refused", reason=refusal.reason)
-        answer = error(refusal.status, refusal.message)
+        refused = error(refusal.status, refusal.message)
         if isinstance(refusal, TooSlow):
-            answer.headers["Connection"] = "close"  # the rest of the body is not awaited
-        return answer
+            refused.headers["Connection"] = "close"  # the rest of the body is not awaited
+        return refused
     answer = await intake(svc, tracker, event)
     _account(
         svc,
         tracker.name,
-        event.delivery_id,
+        event.delivery_id[:MAX_DEDUP_KEY_CHARS] if event.delivery_id else None,
         task=answer.task,
         outcome=answer.outcome,
         reason=answer.reason,
