@@ -126,7 +126,7 @@ def until(check: Any, timeout: float, what: str) -> Any:
 def running_job(server: Server) -> dict[str, Any] | None:
     doc = server.get("/tasks/PROJ-42")
     jobs = [j for j in doc.get("jobs", []) if j["stage"] == "implementation" and j.get("pid")]
-    docs = Path(server.tmp_path / "data" / "docs" / "PROJ-42" / "started")
+    docs = Path(server.tmp_path / "data" / "docs" / "proj-42" / "started")
     return jobs[0] if jobs and docs.exists() else None
 
 
