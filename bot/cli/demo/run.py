@@ -217,7 +217,7 @@ def _leave(root: Path, *, keep: bool, console: Console) -> None:
     for what, path in (
         ("database", root / "conveyor.db"),
         ("server log", root / "logs" / "server.log"),
-        ("agent logs", root / "data" / "logs" / KEY),
+        ("agent logs", root / "data" / "logs" / safe_name(KEY)),
         ("repository", root / "app"),
         ("its remote", root / "app-remote.git"),
     ):
