@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def all_routes() -> list[BaseRoute]:
-    from bot.api import meta, reconcile, stop, tasks
+    from bot.api import logs, meta, reconcile, retry, stop, tasks
     from bot.intake import route as webhooks
 
     return [
@@ -32,6 +32,8 @@ def all_routes() -> list[BaseRoute]:
         *webhooks.routes,
         *stop.routes,
         *tasks.routes,
+        *logs.routes,
+        *retry.routes,
         *reconcile.routes,
     ]
 

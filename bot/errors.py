@@ -15,3 +15,8 @@ class UsageError(ConveyorError):
 
 class ServerError(ConveyorError):
     """The running server could not be reached, or refused or failed a request."""
+
+
+class StartError(ConveyorError):
+    """The server (or `db upgrade`) cannot start: the database does not answer, the port
+    is taken. The message says what, where, and what to do."""

@@ -1,5 +1,5 @@
-"""Start and stop what runs behind the HTTP surface: the schema, the trackers, the
-metrics, the scheduler (reaper, watchdog, finalizer) and the worker pool."""
+"""Start and stop what runs behind the HTTP surface: the schema, the trackers and
+forges, the metrics, the scheduler (reaper, watchdog, finalizer) and the worker pool."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import anyio.to_thread
 import httpx
 
 from bot.errors import ConfigError
+from bot.forges import build_forges, check_repo_forges
 from bot.metrics import Metrics
 from bot.services import Services
 from bot.trackers import ADAPTERS, build_trackers
@@ -38,9 +39,11 @@ async def running(
         settings = svc.settings
         sections = {name: settings.tracker(name) for name in ADAPTERS}
         svc.trackers = build_trackers(sections, svc.http, settings.projects())
+        svc.forges = build_forges(settings, svc.http)
         if configure is not None:
             configure(svc)
         check_repo_trackers(svc)
+        check_repo_forges(settings, svc.forges)
         if background:
             from bot import background as bg
 

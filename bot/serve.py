@@ -1,23 +1,32 @@
 """Run the app under uvicorn; SIGINT/SIGTERM shut the lifespan down cleanly, exit 0.
 
+Before anything starts work: the offline checks (`conveyor check`; a problem → one line
+each, exit 2), the database answers, the port is bound (else one line, exit 3). Only
+then does uvicorn run the lifespan (workers, scheduler) on the socket already held.
+
 `serving_in_thread` runs the same app in a background thread (the demo, tests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import uvicorn
 
+from bot import check, startup
 from bot.app import create_app
-from bot.errors import ConveyorError
+from bot.errors import ConfigError, ConveyorError
 from bot.http_limits import connection_limits
+from bot.services import Services
 from bot.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -36,37 +45,75 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> int:
-    """Serve until signalled; returns the exit status."""
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host or settings.server.host,
-        port=port or settings.server.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        **connection_limits(settings),
-    )
-    server = _Server(config)
-    server.run()
+class CheckFailed(ConfigError):
+    """`conveyor serve` found problems in the configuration: one line each."""
+
+    def __init__(self, findings: list[check.Finding]) -> None:
+        super().__init__("\n".join(f.line() for f in findings))
+        self.findings = findings
+
+
+def preflight(settings: Settings) -> None:
+    """The offline checks, then the database: CheckFailed, or DatabaseUnreachable."""
+    findings = check.dedupe(check.offline(settings))
+    for finding in findings:
+        if finding.level is check.Level.WARNING:
+            log.warning(
+                "configuration warning", extra={"setting": finding.where, "reason": finding.message}
+            )
+    problems = check.problems(findings)
+    if problems:
+        raise CheckFailed(problems)
+    startup.probe_database(settings.server.database_url)
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    config: str | None = None,
+) -> int:
+    """Check, bind, then serve until signalled; returns the exit status."""
+    preflight(settings)
+    host = host or settings.server.host
+    port = port or settings.server.port
+    sock = startup.bind(host, port)
+    try:
+        startup.log_start(settings, config=config, url=f"http://{host}:{port}")
+        uvicorn_config = uvicorn.Config(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            **connection_limits(settings),
+        )
+        server = _Server(uvicorn_config)
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0 if server.started else 1
 
 
 @contextlib.contextmanager
 def serving_in_thread(
-    settings: Settings, *, host: str = "127.0.0.1", start_timeout: float = 30.0
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    start_timeout: float = 30.0,
+    configure: Callable[[Services], None] | None = None,
 ) -> Iterator[str]:
     """The app under uvicorn in a background thread on a free port of `host`; yields its
-    URL and shuts the server (and its lifespan) down on the way out."""
+    URL and shuts the server (and its lifespan) down on the way out. `configure` may swap
+    ports (the demo's fake forge)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((host, 0))  # the kernel's free port, held from now on: no race with others
     port = sock.getsockname()[1]
+    app = create_app(settings, configure=configure)
     config = uvicorn.Config(
-        create_app(settings),
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        **connection_limits(settings),
+        app, log_config=None, access_log=False, lifespan="on", **connection_limits(settings)
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

@@ -17,6 +17,7 @@ from bot.clock import Clock, SystemClock
 from bot.engine.agents import AgentRegistry
 from bot.intake.health import TrackerHealth
 from bot.settings import RepoSettings, Settings
+from integrations.forges.base import Forge
 from integrations.names import safe_name
 from integrations.trackers.base import Tracker
 from state.store import Store
@@ -45,6 +46,7 @@ class Services:
     store: Store
     clock: Clock = field(default_factory=SystemClock)
     trackers: dict[str, Tracker] = field(default_factory=dict)  # by name: "plane", …
+    forges: dict[str, Forge] = field(default_factory=dict)  # by name: "github", "gitea"
     http: httpx.AsyncClient | None = None
     metrics: Metrics | None = None
     agents: AgentRegistry = field(default_factory=AgentRegistry)
@@ -109,6 +111,23 @@ class Services:
 
     def tracker(self, name: str) -> Tracker | None:
         return self.trackers.get(name)
+
+    def forge_for(self, repo: str) -> tuple[Forge, RepoSettings] | None:
+        """The forge of a repo that merges through pull requests, with its settings."""
+        settings = self.repo(repo)
+        if settings is None or settings.merge != "pull_request":
+            return None
+        forge = self.forges.get(settings.forge)
+        return None if forge is None else (forge, settings)
+
+    def protecting_forge(self, repo: str) -> tuple[Forge, str] | None:
+        """The forge to ask about branch protection (any repo naming a forge), and the
+        repository's `owner/name` on it."""
+        settings = self.repo(repo)
+        if settings is None or not settings.forge or not settings.forge_repo:
+            return None
+        forge = self.forges.get(settings.forge)
+        return None if forge is None else (forge, settings.forge_repo)
 
     def stop_enabled_for(self, repo: str) -> bool:
         """The kill switch and the repo allowlist."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.configfile import config_path, read_toml
 from bot.errors import ConfigError
 from bot.trackers import ADAPTERS
 from integrations.trackers.base import TrackerSettings as TrackerSection
@@ -31,7 +31,6 @@ from integrations.trackers.plane import PlaneSettings
 
 __all__ = ["PlaneSettings", "RepoSettings", "Settings", "load_settings", "settings_from_dict"]
 
-DEFAULT_CONFIG_PATH = "conveyor.toml"
 MIN_SECRET = 16
 SHORT_SECRET = (
     "{key} is shorter than {n} characters; use a long random value "
@@ -129,6 +128,32 @@ class RepoSettings(_Section):
     self_hosting: bool = False
     deploy_command: str = ""
     remove_worktree_when_done: bool = True
+    # DESIGN "Merging: push or pull request"; the forge's credentials are its tracker
+    # section's ([trackers.github] token/api_url, [trackers.gitea] token/base_url).
+    merge: Literal["push", "pull_request"] = "push"
+    forge: Literal["", "github", "gitea"] = ""
+    forge_repo: str = ""
+    merge_method: Literal["merge", "squash", "rebase"] = "merge"
+    merge_timeout_seconds: Annotated[float, Field(ge=1, le=7 * 86400)] = 3600
+
+    @field_validator("forge_repo")
+    @classmethod
+    def _owner_name(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+", value):
+            raise ValueError("forge_repo must be 'owner/name'")
+        return value
+
+    @model_validator(mode="after")
+    def _pull_request_needs_a_forge(self) -> RepoSettings:
+        if self.merge == "pull_request" and not (self.forge and self.forge_repo):
+            raise ValueError(
+                'merge = "pull_request" needs forge = "github" or "gitea" and '
+                'forge_repo = "owner/name"'
+            )
+        if self.forge and not self.forge_repo:
+            raise ValueError(f'forge = "{self.forge}" needs forge_repo = "owner/name"')
+        return self
 
 
 class Settings(_Section):
@@ -228,9 +253,10 @@ ENV_OVERRIDES.update(
 
 
 def load_settings(env: Mapping[str, str] | None = None, path: str | Path | None = None) -> Settings:
-    """Read the config file (optional) and env overrides; raise ConfigError on a bad value."""
+    """Read the config file (`path`, else $CONVEYOR_CONFIG, else ./conveyor.toml when
+    present) and env overrides; raise ConfigError on a bad value or a missing named file."""
     env = os.environ if env is None else env
-    data = _read_toml(Path(path or env.get("CONVEYOR_CONFIG") or DEFAULT_CONFIG_PATH), env)
+    data = read_toml(config_path(path, env))
     for var, keys in ENV_OVERRIDES.items():
         if var in env:
             _put(data, keys, env[var])
@@ -243,19 +269,6 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_error(exc)) from None
-
-
-def _read_toml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
-    if not path.exists():
-        if "CONVEYOR_CONFIG" in env:
-            raise ConfigError(f"CONVEYOR_CONFIG points at {path}, which does not exist")
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
 def _put(data: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
@@ -289,6 +302,13 @@ def describe_error(exc: ValidationError) -> str:
         return f"{loc} is not a known setting (check the spelling; see README's configuration)"
     if kind == "missing":
         return f"{loc} is required"
+    if kind == "value_error":  # a validator's own sentence says what is allowed
+        said = str(err.get("msg", "")).removeprefix("Value error, ")
+        return (
+            f"{loc}: {said}"
+            if isinstance(err.get("input"), dict)
+            else f"{loc}: {said}, got {given}"
+        )
     allowed = _allowed(err)
     return f"{loc} must be {allowed}, got {given}"
 

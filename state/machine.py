@@ -26,6 +26,7 @@ class Trigger(StrEnum):
     FINALIZE_CANCEL = "finalize_cancel"
     BLOCK = "block"
     CONFIRM_DEPLOY = "confirm_deploy"
+    RETRY = "retry"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def relaunch_allowed(task: Task, facts: Facts) -> bool:
 
 
 _NON_TERMINAL = [s.value for s in ALL_STAGES if s not in TERMINAL]
+_BLOCKABLE = ("analysis", "implementation", "review", "merge", "deploy")
 _PIPELINE_STEPS = [
     ("analysis", "implementation"),
     ("implementation", "review"),
@@ -110,6 +112,12 @@ class _TaskModel:
         ok = self.task.stage is not Stage.MERGE or self.task.merged_at is not None
         return self._check(ok, "not_merged")
 
+    def retries_this_stage(self, event: EventData) -> bool:
+        # One rule per stage a task can be blocked in: the one whose dest is the stage
+        # the caller names (the stage of the job that was blocked) runs.
+        dest = event.transition.dest if event.transition else None
+        return self._check(event.kwargs.get("stage") == dest, "not_that_stage")
+
     def awaiting_confirm(self, event: EventData) -> bool:
         return self._check(self.task.awaiting_confirm, "not_awaiting_confirm")
 
@@ -128,6 +136,8 @@ class _TaskModel:
             self.changes["awaiting_confirm"] = False
         if trigger == Trigger.BLOCK:
             self.changes["blocked_reason"] = event.kwargs.get("reason", "")
+        if trigger == Trigger.RETRY:
+            self.changes["blocked_reason"] = None
         if dest == Stage.CANCELLED:
             self.changes["cancelled_at"] = self.now
             self.changes["outcome"] = event.kwargs.get("outcome", "cancelled")
@@ -180,10 +190,20 @@ def _transitions() -> list[dict[str, Any]]:
         },
         {
             "trigger": Trigger.BLOCK.value,
-            "source": ["analysis", "implementation", "review", "merge", "deploy"],
+            "source": list(_BLOCKABLE),
             "dest": "blocked",
             "after": "record",
         },
+        *(
+            {
+                "trigger": Trigger.RETRY.value,
+                "source": "blocked",
+                "dest": stage,
+                "conditions": ["no_stop_pending", "retries_this_stage"],
+                "after": "record",
+            }
+            for stage in _BLOCKABLE
+        ),
         {
             "trigger": Trigger.CONFIRM_DEPLOY.value,
             "source": "deploy",

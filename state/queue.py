@@ -56,7 +56,15 @@ def _counts(conn: Connection, kind: str) -> dict[str, int]:
 
 def _running(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(
-        select(tasks.c.key, jobs.c.id, jobs.c.stage, jobs.c.pid, jobs.c.started_at)
+        select(
+            tasks.c.key,
+            tasks.c.pr_number,
+            tasks.c.pr_url,
+            jobs.c.id,
+            jobs.c.stage,
+            jobs.c.pid,
+            jobs.c.started_at,
+        )
         .join(tasks, tasks.c.id == jobs.c.task_id)
         .where(jobs.c.status == JobStatus.RUNNING.value)
         .order_by(jobs.c.id)
@@ -68,6 +76,8 @@ def _running(conn: Connection) -> list[dict[str, Any]]:
             "stage": r.stage,
             "pid": r.pid,
             "started_at": iso(r.started_at),
+            # Pull-request mode: the task's pull request, once opened.
+            **({"pr_number": r.pr_number, "pr_url": r.pr_url} if r.pr_url else {}),
         }
         for r in rows
     ]

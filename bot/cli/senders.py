@@ -30,10 +30,21 @@ def plane_delivery(
         raise (ConfigError if "secret" in message else UsageError)(message) from None
 
 
-def describe_answer(status: int, doc: dict[str, object]) -> str:
-    """One line for a webhook answer: `202 started PROJ-42` (+ reason, stop id)."""
-    parts = [str(status), str(doc.get("outcome", "?")), str(doc.get("task") or "-")]
+def describe_answer(status: int, doc: dict[str, object], sent_key: str | None = None) -> str:
+    """One line for a webhook answer: `202 started PROJ-42` (+ reason, stop id), and a
+    note when the server named the ticket otherwise than it was sent (then `show` and
+    `stop` need the server's name)."""
+    task = str(doc.get("task") or "-")
+    parts = [str(status), str(doc.get("outcome", "?")), task]
     for name in ("reason", "stop_id"):
         if doc.get(name):
             parts.append(f"{name}={doc[name]}")
+    if sent_key and task not in ("-", sent_key):
+        parts.append(RENAMED.format(sent=sent_key, task=task))
     return " ".join(parts)
+
+
+RENAMED = (
+    "(sent as {sent}; the server calls it {task}: give its project an identifier in "
+    "trackers.plane.project_identifiers, or use {task} with show, logs and stop)"
+)

@@ -1,35 +1,48 @@
-"""The built-in merge and deploy steps, behind the repo's merge lease (the serial gate)."""
+"""The built-in merge and deploy steps, behind the repo's merge lease (the serial gate).
+
+`[[repos]] merge = "push"` merges the task branch into the default branch in a scratch
+worktree and pushes; `merge = "pull_request"` merges through the forge
+(`bot/engine/pull_requests.py`). Either way the merged task branch is deleted after.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable
-from typing import TypeVar
 
 from sqlalchemy import Connection
 
-from bot.engine import releasing, stages
+from bot.engine import pull_requests, stages
+from bot.engine.merge_gate import block_merge, finish_merge, keeping_job_lease, take_lease
 from bot.gitops import in_repo, repo_spec
 from bot.services import Services
 from integrations import git
 from state import jobs
-from state.machine import Trigger, decide
-from state.models import Job, JobStatus, Stage, Task
+from state.models import Job, JobStatus, Task
 from state.store import add_event, get_task, update_task
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-LEASE_WAIT_SECONDS = 0.5
-LEASE_TTL_SECONDS = 24 * 3600.0  # shown in /tasks; a live holder keeps the lease anyway
 
 
 async def run_merge(svc: Services, job: Job, task: Task) -> None:
-    """Take the lease (or wait in line), merge and push, then deploy or park."""
-    now = svc.clock.now()
-    started = await svc.store.run(_begin_merge, job, task.id, now)
+    """Take the lease (or wait in line), merge, then deploy or park."""
+    found = svc.forge_for(task.repo)
+    if found is not None:
+        forge, repo = found
+        await pull_requests.run_pr_merge(svc, job, task, forge, repo)
+        return
+    settings = svc.repo(task.repo)
+    if settings is not None and settings.merge == "pull_request":
+        # Never push straight to the default branch of a repo that merges through pull
+        # requests (start-up refuses this; a port swapped in by hand could still do it).
+        reason = f"no forge {settings.forge!r} to merge the pull request through"
+        await svc.store.run_until_current(block_merge, job, task.id, reason, svc.clock.now())
+        return
+    await run_push_merge(svc, job, task)
+
+
+async def run_push_merge(svc: Services, job: Job, task: Task) -> None:
+    """Merge in a scratch worktree and push the default branch."""
+    started = await svc.store.run(_begin_merge, job, task.id, svc.clock.now())
     if started is None:
         return
     try:
@@ -40,100 +53,39 @@ async def run_merge(svc: Services, job: Job, task: Task) -> None:
             f"Merge {started.branch} ({started.key}: {started.title})",
             svc.data_dir / "scratch",
         )
-        result = await _keeping_job_lease(svc, job, merging)
+        result = await keeping_job_lease(svc, job, merging)
     except git.GitError as exc:
         await _retry(svc, job, task.id, f"merge failed: {exc}")
         return
     if not result.merged:
-        await _retry(svc, job, task.id, f"merge conflict: {result.conflict}", conflict=True)
+        reason = f"merge conflict: {result.conflict}"
+        now = svc.clock.now()
+        await svc.store.run_until_current(block_merge, job, task.id, reason, now, "merge_conflict")
+        svc.wake_workers()
         return
-    repo = svc.repo(task.repo)
-    deploy = (repo.deploy_command, repo.self_hosting) if repo else ("", False)
-    after = await svc.store.run_until_current(
-        _finish_merge, job, task.id, result.sha, svc.clock.now(), deploy
-    )
-    svc.wake_workers()
-    if after is not None and after.stage is Stage.DONE:
-        await releasing.after_done(svc, after)
-
-
-async def _keeping_job_lease(svc: Services, job: Job, work: Awaitable[T]) -> T:
-    """Await `work` while heartbeating the job: a merge may outlast `lease_seconds`, and
-    the reaper must not hand a job that is still merging to another worker."""
-    lease = svc.settings.workers.lease_seconds
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(max(0.5, lease / 3))
-            await svc.store.run(jobs.heartbeat, job.id, job.run_id or "", svc.clock.now(), lease)
-
-    beating = asyncio.create_task(beat())
-    try:
-        return await work
-    finally:
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating
+    await finish_merge(svc, job, started, result.sha)
 
 
 def _begin_merge(conn: Connection, job: Job, task_id: int, now: float) -> Task | None:
-    task = get_task(conn, task_id)
-    if task is None or task.cancel_requested_at is not None or task.terminal:
-        return None
-    if not jobs.acquire_lease(conn, task.repo, task.id, now, LEASE_TTL_SECONDS):
-        jobs.defer_job(conn, job, now + LEASE_WAIT_SECONDS)  # wait our turn, in order
-        return None
-    if task.merge_initiated_at is not None:
+    task = take_lease(conn, job, task_id, now)
+    if task is None or task.merge_initiated_at is not None:
         return task
     started = update_task(conn, task, now, merge_initiated_at=now)
     add_event(conn, task.id, "merge_started", now, branch=task.branch)
     return started
 
 
-def _finish_merge(
-    conn: Connection, job: Job, task_id: int, sha: str | None, now: float, deploy: tuple[str, bool]
-) -> Task | None:
-    task = get_task(conn, task_id)
-    if task is None:
-        return None
-    task = update_task(conn, task, now, merged_at=now, merge_sha=sha)
-    add_event(conn, task.id, "merged", now, sha=sha)
-    jobs.finish_job(conn, job.id, job.run_id or "", JobStatus.SUCCEEDED, now, exit_code=0)
-    if task.cancel_requested_at is not None:
-        return task  # a deferred stop: no later stage starts; the finalizer cancels
-    return _into_deploy(conn, stages.advance(conn, task, now), now, deploy)
-
-
-def _into_deploy(conn: Connection, task: Task, now: float, deploy: tuple[str, bool]) -> Task:
-    command, self_hosting = deploy
-    if task.stage is not Stage.DEPLOY:
-        return task
-    if not command:
-        return stages.advance(conn, task, now)  # nothing to deploy: straight to done
-    if self_hosting:
-        add_event(conn, task.id, "awaiting_confirm_deploy", now)
-        return update_task(conn, task, now, awaiting_confirm=True)
-    jobs.enqueue_job(conn, task.id, Stage.DEPLOY.value, now)
-    return task
-
-
-async def _retry(
-    svc: Services, job: Job, task_id: int, reason: str, *, conflict: bool = False
-) -> None:
-    await svc.store.run_until_current(
-        _merge_failed, job, task_id, reason, conflict, svc.clock.now(), stages._policy(svc)
+async def _retry(svc: Services, job: Job, task_id: int, reason: str) -> None:
+    after = await svc.store.run_until_current(
+        _merge_failed, job, task_id, reason, svc.clock.now(), stages._policy(svc)
     )
     svc.wake_workers()
+    if after is not None:
+        stages.log_settled(job, after, None, reason, retries=svc.settings.workers.retries)
 
 
 def _merge_failed(
-    conn: Connection,
-    job: Job,
-    task_id: int,
-    reason: str,
-    conflict: bool,
-    now: float,
-    policy: tuple[int, float],
+    conn: Connection, job: Job, task_id: int, reason: str, now: float, policy: tuple[int, float]
 ) -> Task | None:
     task = get_task(conn, task_id)
     if task is None:
@@ -144,10 +96,6 @@ def _merge_failed(
     jobs.finish_job(conn, job.id, job.run_id or "", JobStatus.FAILED, now, error=reason)
     if task.cancel_requested_at is not None:
         return task
-    if conflict:
-        add_event(conn, task.id, "merge_conflict", now, reason=reason)
-        decision = decide(task, Trigger.BLOCK, now=now, reason=reason)
-        return update_task(conn, task, now, **decision.changes) if decision.allowed else task
     return stages.retry_or_block(conn, job, task, now, reason=reason, policy=policy)
 
 

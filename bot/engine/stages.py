@@ -11,7 +11,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from bot.engine import releasing
+from bot.engine import agent_logs, pr_open, releasing
+from bot.engine.branches import refuse_push_if_protected
 from bot.engine.environment import agent_base
 from bot.engine.task_names import task_names
 from bot.engine.ticket_file import write_ticket_file
@@ -133,7 +134,7 @@ def agent_env(svc: Services, job: Job, task: Task, cwd: str, name: str) -> dict[
 async def run_process(svc: Services, job: Job, task: Task, command: str, *, cwd: str) -> int | None:
     """Spawn, record, wait with heartbeats; None when the job was taken away (a stop)."""
     name = (await task_names(svc, task)).directory
-    log_path = svc.logs_dir(name) / f"{job.id}.log"
+    log_path = agent_logs.job_log_path(svc.logs_dir(name), job.id)
     try:
         env = agent_env(svc, job, task, cwd, name)
         proc = spawn_agent(command, cwd=Path(cwd), env=env, log_path=log_path)
@@ -154,6 +155,9 @@ async def run_process(svc: Services, job: Job, task: Task, command: str, *, cwd:
         if not recorded:  # a stop cancelled the job between the re-check and the spawn
             await stop_process_group(proc.ref, svc.settings.stop.grace_seconds, reap=proc.poll)
             return None
+        log.info(
+            "agent started", extra=log_context(task.key, job, pid=proc.ref.pid, log=str(log_path))
+        )
         return await _wait(svc, job, proc)
     finally:
         svc.agents.unregister(job.id)
@@ -182,19 +186,56 @@ async def _wait(svc: Services, job: Job, proc: AgentProcess) -> int | None:
 async def settle(
     svc: Services, job: Job, task_id: int, *, exit_code: int | None, error: str | None
 ) -> None:
-    """Exit 0: push and advance; otherwise retry with backoff, then block."""
+    """Exit 0: push and advance; otherwise retry with backoff, then block. The job's
+    `error` says why it failed, with the agent's last lines; the server log says what
+    happened next."""
     sha = None
     if exit_code == 0:
         try:
             sha = await _push(svc, task_id)
         except IntegrationError as exc:
             exit_code, error = None, f"push: {exc}"
+    if sha is not None and job.stage in PR_STAGES:
+        await pr_open.publish(svc, task_id)  # a pull request follows the pushed branch
+    if exit_code not in (0, None) and error is None:
+        error = await _failure_text(svc, job, exit_code)
     after = await svc.store.run_until_current(
         _settle_tx, job, task_id, exit_code, error, sha, svc.clock.now(), _policy(svc)
     )
     svc.wake_workers()
+    if after is not None:
+        log_settled(job, after, exit_code, error, retries=svc.settings.workers.retries)
     if after is not None and after.stage is Stage.DONE:
         await releasing.after_done(svc, after)
+
+
+async def _failure_text(svc: Services, job: Job, exit_code: int) -> str:
+    """`exit status 3` and the agent's last lines, from the log file the job recorded."""
+    current = await svc.store.run_read(jobs.get_job, job.id)
+    path = current.log_path if current is not None else None
+    if not path:
+        return f"exit status {exit_code}"
+    return await off_loop(agent_logs.failure, exit_code, Path(path))
+
+
+def log_context(task: str, job: Job, **more: object) -> dict[str, object]:
+    return {"task": task, "stage": job.stage, "job": job.id, "attempt": job.attempt, **more}
+
+
+def log_settled(
+    job: Job, after: Task, exit_code: int | None, error: str | None, *, retries: int
+) -> None:
+    """One line per outcome: passed (and the stage it moved to), failed, retry, blocked."""
+    where = log_context(after.key, job, exit_code=exit_code)
+    if exit_code == 0:
+        log.info("stage passed", extra={**where, "next_stage": after.stage.value})
+        return
+    reason = (error or f"exit status {exit_code}").splitlines()[0]
+    log.warning("stage failed", extra={**where, "reason": reason})
+    if after.stage is Stage.BLOCKED:
+        log.warning("task blocked", extra={**where, "reason": reason})
+    elif job.attempt <= retries:
+        log.info("retry scheduled", extra={**where, "next_attempt": job.attempt + 1})
 
 
 async def _push(svc: Services, task_id: int) -> str | None:
@@ -203,9 +244,14 @@ async def _push(svc: Services, task_id: int) -> str | None:
         return None
     if not task.worktree_path:
         return None
+    await refuse_push_if_protected(svc, task.repo, task.branch)
     return await in_repo(
         git.push_branch, repo_spec(svc, task.repo), Path(task.worktree_path), task.branch
     )
+
+
+# After these stages pass and push, pull-request mode opens (or updates) the pull request.
+PR_STAGES = frozenset({Stage.IMPLEMENTATION.value, Stage.REVIEW.value})
 
 
 def _policy(svc: Services) -> tuple[int, float]:
@@ -282,7 +328,7 @@ def _failed(
         conn, job.id, job.run_id or "", JobStatus.FAILED, now, exit_code=exit_code, error=error
     ):
         return None
-    reason = error or f"exit status {exit_code}"
+    reason = (error or f"exit status {exit_code}").splitlines()[0]  # the output stays in error
     return retry_or_block(conn, job, task, now, reason=reason, policy=policy)
 
 

@@ -10,11 +10,12 @@ from bot.gitops import UnknownRepoError
 from bot.services import Services
 from bot.stopplane import intent as stopplane
 from bot.stopplane import outside as reset_outside
+from bot.stopplane import pull_request as stop_pr
 from integrations import git
 from integrations.errors import IntegrationError
 from state import jobs, stops
 from state.models import StopStatus
-from state.store import add_event
+from state.store import add_event, get_task
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +55,19 @@ async def retry_cleanups(svc: Services) -> None:
 
 
 async def _retry_one(svc: Services, item: dict[str, Any]) -> tuple[str, str | None]:
-    repo = await _repo_of(svc, item["task_id"])
+    task = await svc.store.run_read(get_task, item["task_id"])
+    repo = task.repo if task else ""
     if item["step"] == "worktree":
         await reset_outside.retry_worktree(svc, repo, item["detail"])
         return "done", None
+    if item["step"] == stop_pr.STEP and task is not None:
+        return "done", await stop_pr.retry_close(svc, task, item["detail"])
     result = await reset_outside.retry_branch(svc, repo, item["detail"])
     if result.outcome in (git.DeleteOutcome.DELETED, git.DeleteOutcome.MISSING):
         return "done", result.reason
-    return "conflict", result.reason  # moved or refused: never deleted, shown in the audit
-
-
-async def _repo_of(svc: Services, task_id: int) -> str:
-    from state.store import get_task
-
-    task = await svc.store.run_read(get_task, task_id)
-    return task.repo if task else ""
+    if result.outcome is git.DeleteOutcome.REFUSED:
+        return "refused", result.reason  # a protected branch: never deleted, never retried
+    return "conflict", result.reason  # moved: never deleted, shown in the audit
 
 
 async def _later(svc: Services, item: dict[str, Any], error: str) -> None:

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bot.engine.branches import delete_task_branch
 from bot.gitops import UnknownRepoError, in_repo, repo_spec
 from bot.services import Services
 from integrations import git
@@ -84,14 +85,8 @@ async def delete_branch(svc: Services, rec: StopRecord, task: Task) -> dict[str,
 
 
 async def retry_branch(svc: Services, repo_name: str, detail: dict[str, Any]) -> git.DeleteResult:
-    repo = repo_spec(svc, repo_name)
-    return await in_repo(
-        git.delete_remote_branch,
-        repo,
-        detail["branch"],
-        task_branch=detail["branch"],
-        recorded_sha=detail.get("sha"),
-    )
+    # The name and SHA guards, and the forge's own protection when the repo names one.
+    return await delete_task_branch(svc, repo_name, detail)
 
 
 async def _pending(

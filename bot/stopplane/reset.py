@@ -18,6 +18,7 @@ from bot.engine.workers import ran_here
 from bot.services import Services
 from bot.stopplane.notify import notify, reset_counts
 from bot.stopplane.outside import delete_branch, remove_worktree
+from bot.stopplane.pull_request import close_pull_request
 from integrations.processes import ProcessRef, StopOutcome, StopReport, stop_process_group
 from state import jobs, stops
 from state.errors import StaleVersionError
@@ -65,7 +66,7 @@ async def run_reset(svc: Services, stop_id: str) -> None:
         )
 
 
-_NEEDS_FRESH_TASK = frozenset({"worktree", "remote_branch"})
+_NEEDS_FRESH_TASK = frozenset({"pull_request", "worktree", "remote_branch"})
 
 
 def failpoint(point: str) -> None:
@@ -240,6 +241,7 @@ def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
         "processes": _summarise([]),
         "jobs": {"cancelled": jobs.cancel_task_jobs(conn, task.id, now), "late_processes": 0},
         "lease": {"released": jobs.release_lease(conn, task.id)},
+        "pull_request": {"closed": False, "reason": "no pull request"},
         "worktree": {"removed": False, "reason": "no worktree"},
         "remote_branch": {"deleted": False, "reason": "no branch"},
     }
@@ -273,6 +275,7 @@ STEPS: list[tuple[str, Step]] = [
     ("processes", stop_processes),
     ("jobs", cancel_jobs),
     ("lease", release_lease),
+    ("pull_request", close_pull_request),  # pull-request mode: closed, never merged
     ("worktree", remove_worktree),
     ("remote_branch", delete_branch),
     ("tombstone", tombstone),

@@ -100,3 +100,16 @@ def test_demo_keep_says_where_to_look(tmp_path: Path) -> None:
     assert "reset step done" in log
     run_ids = re.findall(r"run_id=([0-9a-f]{32})", done.stdout)
     assert all(processes_with_env("CONVEYOR_RUN_ID", r) == [] for r in run_ids)
+
+
+def test_demo_json_prints_one_document(tmp_path: Path) -> None:
+    import json
+
+    done, temp = run_demo(tmp_path, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)  # nothing else on stdout
+    assert doc["scenario"] == "basic" and doc["ok"] is True and doc["error"] is None
+    assert doc["kept"] is None and list(temp.iterdir()) == []
+    claims = [c["claim"] for c in doc["claims"]]
+    assert all(c["holds"] for c in doc["claims"])
+    assert any(re.search(r"task DEMO-1 is cancelled \(cancelled_graceful\)", c) for c in claims)

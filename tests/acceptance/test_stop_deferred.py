@@ -179,6 +179,7 @@ async def test_a_task_stopped_while_queued_is_reset_in_one_transaction(tmp_path:
             "processes",
             "jobs",
             "lease",
+            "pull_request",
             "worktree",
             "remote_branch",
             "tombstone",

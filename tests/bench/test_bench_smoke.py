@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bench import queue_scale, reset_cost, stop_latency, webhook_intake
+from bench import cli_startup, queue_scale, reset_cost, stop_latency, webhook_intake
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +68,11 @@ def test_queue_scale_smoke() -> None:
     for backend in backends:
         assert all(sane(factor) for _, _, factor in result.growth(backend, "queue"))
     assert "growth per 10x" in queue_scale.render(result)
+
+
+def test_cli_startup_smoke() -> None:
+    result = cli_startup.run(repeats=2)
+    assert result.clean, (result.failures, result.survivors)
+    assert all(len(v) == 2 and all(sane(t) for t in v) for v in result.times.values())
+    assert sane(result.floor)
+    assert "python -c pass (floor)" in cli_startup.render(result)

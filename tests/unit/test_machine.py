@@ -68,6 +68,12 @@ EXPECTED: dict[tuple[Stage, Trigger], Stage | str] = {
         if s not in (S.DEPLOY, S.DONE, S.CANCELLED)
     },
     (S.DEPLOY, Trigger.CONFIRM_DEPLOY): "not_awaiting_confirm",
+    **{
+        (s, Trigger.RETRY): f"not_allowed_in_{s.value}"
+        for s in ALL_STAGES
+        if s not in (S.BLOCKED, S.DONE, S.CANCELLED)
+    },
+    (S.BLOCKED, Trigger.RETRY): "not_that_stage",  # no stage named: nothing to run again
     **{(s, t): "already_terminal" for s in (S.DONE, S.CANCELLED) for t in Trigger},
 }
 
@@ -92,6 +98,20 @@ def test_every_stage_trigger_pair(stage: Stage, trigger: Trigger) -> None:
 def test_stop_records_cancelled_at_and_outcome() -> None:
     d = decide(make_task(S.REVIEW), Trigger.STOP, now=NOW, facts=IDLE, outcome="cancelled_forced")
     assert d.changes == {"stage": S.CANCELLED, "cancelled_at": NOW, "outcome": "cancelled_forced"}
+
+
+@pytest.mark.parametrize("stage", ["analysis", "implementation", "review", "merge", "deploy"])
+def test_retry_returns_a_blocked_task_to_the_stage_named(stage: str) -> None:
+    task = make_task(S.BLOCKED, blocked_reason="exit status 3")
+    decision = decide(task, Trigger.RETRY, now=NOW, facts=IDLE, stage=stage)
+    assert decision.allowed and decision.stage is Stage(stage)
+    assert decision.changes == {"stage": Stage(stage), "blocked_reason": None}
+
+
+def test_retry_refused_while_a_stop_is_pending() -> None:
+    task = make_task(S.BLOCKED, cancel_requested_at=1.0)
+    decision = decide(task, Trigger.RETRY, now=NOW, facts=IDLE, stage="review")
+    assert decision.refusal == "stop_pending"
 
 
 def test_merge_advances_once_merged() -> None:

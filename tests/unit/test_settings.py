@@ -15,8 +15,15 @@ from bot.settings import ENV_OVERRIDES, load_settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def empty_config(tmp_path: Path) -> Path:
+    """A config file with nothing in it: the defaults, whatever ./conveyor.toml says."""
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    return path
+
+
 def test_defaults_match_the_design(tmp_path: Path) -> None:
-    s = load_settings(env={}, path=tmp_path / "absent.toml")
+    s = load_settings(env={}, path=empty_config(tmp_path))
     assert (s.server.host, s.server.port) == ("127.0.0.1", 8080)
     assert s.server.database_url == "sqlite:///.conveyor/conveyor.db"
     assert (s.workers.concurrency, s.workers.max_runtime_seconds, s.workers.retries) == (2, 3600, 2)
@@ -58,7 +65,7 @@ def test_secrets_never_in_repr(tmp_path: Path) -> None:
         "CONVEYOR_PLANE_API_KEY": "key-xyz",
         "CONVEYOR_DATABASE_URL": "postgresql://u:pw-secret@h/db",
     }
-    text = repr(load_settings(env=env, path=tmp_path / "none.toml"))
+    text = repr(load_settings(env=env, path=empty_config(tmp_path)))
     for secret in ("tok-123", "plane_wh_abc", "key-xyz", "pw-secret"):  # nor a part of one
         assert secret not in text
 
@@ -89,7 +96,7 @@ def test_bad_setting_is_one_readable_line(
     env: dict[str, str], message: str, tmp_path: Path
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings(env=env, path=tmp_path / "none.toml")
+        load_settings(env=env, path=empty_config(tmp_path))
     assert str(info.value).startswith(message)
     assert "\n" not in str(info.value)
 
@@ -107,6 +114,15 @@ def test_unknown_key_and_bad_toml(tmp_path: Path) -> None:
 def test_missing_config_named_by_env_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(env={"CONVEYOR_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_missing_config_named_by_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, path=tmp_path / "nope.toml")
+    assert (
+        str(info.value)
+        == f"{tmp_path / 'nope.toml'} does not exist (named by --config); check the path"
+    )
 
 
 def test_cli_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:

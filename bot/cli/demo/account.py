@@ -38,6 +38,8 @@ class World:
     docs: list[str] = field(default_factory=list)  # files left in the task's docs dir
     merges: list[str] = field(default_factory=list)  # merge commits on main since before
     merge_parents: list[str] = field(default_factory=list)  # of the newest one
+    pull_request: Doc = field(default_factory=dict)  # as the forge has it (pull-request)
+    mergeability_reads: int = 0  # how often conveyor asked the forge
 
 
 def epoch(value: str | None) -> float | None:
@@ -71,6 +73,7 @@ RESET_STEPS = (
     "processes",
     "jobs",
     "lease",
+    "pull_request",
     "worktree",
     "remote_branch",
     "tombstone",
@@ -137,13 +140,18 @@ def remote_branch(detail: Doc, world: World) -> Claim:
     """Step 6: the task branch is no longer on the remote."""
     branch = detail["task"].get("branch") or "?"
     deleted = bool((steps(detail).get("remote_branch") or {}).get("deleted"))
+    # A merge deletes the merged branch itself: the reset after it finds it gone.
+    kinds = [event.get("kind") for event in detail.get("audit") or []]
+    after_merge = not deleted and "merged_branch_deleted" in kinds
     seen = (
         "git ls-remote finds no such branch"
         if world.branch_on_remote is None
         else (f"git ls-remote still shows it at {short(world.branch_on_remote)}")
     )
+    when = " after the merge" if after_merge else ""
     return Claim(
-        deleted and world.branch_on_remote is None, f"remote branch {branch} deleted: {seen}"
+        (deleted or after_merge) and world.branch_on_remote is None,
+        f"remote branch {branch} deleted{when}: {seen}",
     )
 
 
@@ -227,9 +235,72 @@ DEFERRED: tuple[Check, ...] = (
 )
 
 
+# -- pull-request mode ----------------------------------------------------------------
+
+
+def pr_opened(detail: Doc, world: World) -> Claim:
+    """The pull request conveyor recorded is the forge's, from the task branch."""
+    task, pr = detail["task"], world.pull_request
+    holds = (
+        bool(pr)
+        and pr.get("number") == task.get("pr_number")
+        and pr.get("head") == task.get("branch")
+    )
+    text = (
+        f"pull request #{task.get('pr_number')} from {pr.get('head')} to {pr.get('base')}: "
+        f'"{pr.get("title")}" ({task.get("pr_url")})'
+    )
+    return Claim(holds, text)
+
+
+def waited_for_checks(detail: Doc, world: World) -> Claim:
+    """Pending checks were waited for: mergeability asked more than once, the merge
+    initiated only after."""
+    kinds = [event.get("kind") for event in detail.get("audit") or []]
+    ordered = "merge_waiting" in kinds and "merge_started" in kinds
+    ordered = ordered and kinds.index("merge_waiting") < kinds.index("merge_started")
+    reads = world.mergeability_reads
+    text = f"the forge was asked {reads} times whether it merges; the merge began after"
+    return Claim(ordered and reads >= 2, text)
+
+
+def pr_merged(detail: Doc, world: World) -> Claim:
+    """The forge has the pull request merged, by the commit main now points at."""
+    pr, sha = world.pull_request, detail["task"].get("merge_sha")
+    holds = pr.get("state") == "merged" and pr.get("merge_sha") == sha == world.main_after
+    return Claim(holds, f"pull request {pr.get('state')} on the forge by {short(sha)}, main's head")
+
+
+def branch_deleted_after_merge(detail: Doc, world: World) -> Claim:
+    """The merged task branch is gone from the remote: no branch left behind."""
+    branch = detail["task"].get("branch") or "?"
+    kinds = [event.get("kind") for event in detail.get("audit") or []]
+    gone = world.branch_on_remote is None and "merged_branch_deleted" in kinds
+    seen = "git ls-remote finds no such branch" if world.branch_on_remote is None else "still there"
+    return Claim(gone, f"merged branch {branch} deleted: {seen}")
+
+
+def task_done(detail: Doc, world: World) -> Claim:
+    task = detail["task"]
+    holds = task.get("stage") == "done" and task.get("merged_at") is not None
+    return Claim(holds, f"task {task.get('key')} is {task.get('stage')}")
+
+
+PULL_REQUEST: tuple[Check, ...] = (
+    pr_opened,
+    waited_for_checks,
+    one_merge,
+    pr_merged,
+    branch_deleted_after_merge,
+    task_done,
+    docs_kept,
+)
+
+
 def reset_claims(detail: Doc, world: World, scenario: str) -> list[Claim]:
-    """Every claim the account makes about the reset, in the order of the steps."""
-    checks = DEFERRED if scenario == "deferred" else BASIC
+    """Every claim the account makes, in the order of the steps (the reset's, or the
+    pull request's for scenario pull-request)."""
+    checks = {"deferred": DEFERRED, "pull-request": PULL_REQUEST}.get(scenario, BASIC)
     return [check(detail, world) for check in checks]
 
 

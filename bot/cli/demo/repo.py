@@ -124,7 +124,7 @@ def write_agents(directory: Path, scenario: str) -> dict[str, str]:
     """The agent scripts for a scenario; stage → the shell command that runs it."""
     directory.mkdir(parents=True, exist_ok=True)
     commit = _script(directory, "commit_agent.py", COMMITTING_AGENT)
-    if scenario == "deferred":
+    if scenario in ("deferred", "pull-request"):
         return {"analysis": commit, "implementation": commit, "review": commit}
     work = _script(directory, "cooperative_agent.py", COOPERATIVE_AGENT)
     return {"analysis": commit, "implementation": work, "review": commit}

@@ -18,6 +18,7 @@ from rich.text import Text
 from bot.cli.demo import account
 from bot.cli.demo import repo as demo_repo
 from bot.cli.demo.account import Claim
+from bot.cli.demo.forge import DemoForge
 from bot.cli.demo.repo import DemoError, DemoRepo
 from bot.cli.remote import Reply, ServerClient, ref_path
 from bot.cli.senders import describe_answer, plane_delivery
@@ -51,6 +52,7 @@ class Run:
     console: Console
     began: float  # wall clock, to place the server's timestamps
     client: ServerClient | None = None
+    forge: DemoForge | None = None  # scenario pull-request: the forge the server uses
 
     def elapsed(self) -> float:
         return time.time() - self.began
@@ -114,7 +116,33 @@ def deferred(demo: Run) -> Doc:
     return detail
 
 
-SCENARIOS: dict[str, Callable[[Run], Doc]] = {"basic": basic, "deferred": deferred}
+def pull_request(demo: Run) -> Doc:
+    """Start; the pull request opens; its checks are pending, then pass; it is merged
+    through the forge and the merged branch is deleted."""
+    _start(demo)
+    task = _wait(demo, _pr_opened, "the pull request to be opened")
+    opened = f"pull request #{task['pr_number']} opened ({task['pr_url']})"
+    demo.say(Claim(True, f"analysis and implementation passed and pushed: {opened}"))
+    detail = _wait(demo, _done, "the pull request to be merged")
+    kinds = [event.get("kind") for event in detail.get("audit") or []]
+    waited = "merge_waiting" in kinds and kinds.index("merge_waiting") < kinds.index("merged")
+    demo.say(
+        Claim(
+            waited,
+            "checks pending: the merge stage waited outside the critical "
+            "window, then the forge reported it mergeable",
+        )
+    )
+    sha = str(detail["task"].get("merge_sha") or "")[:7]
+    demo.say(Claim(bool(sha), f"merged through the forge (merge commit {sha}); task done"))
+    return detail
+
+
+SCENARIOS: dict[str, Callable[[Run], Doc]] = {
+    "basic": basic,
+    "deferred": deferred,
+    "pull-request": pull_request,
+}
 
 
 def _start(demo: Run) -> None:
@@ -154,6 +182,18 @@ def _working_agent(detail: Doc, demo: Run) -> Doc | None:
     return None
 
 
+def _pr_opened(detail: Doc, demo: Run) -> Doc | None:
+    task = detail["task"]
+    return task if task.get("pr_url") else None
+
+
+def _done(detail: Doc, demo: Run) -> Doc | None:
+    """Done, and the merged branch dealt with (it is deleted right after the merge)."""
+    kinds = [str(event.get("kind")) for event in detail.get("audit") or []]
+    cleaned = any(kind.startswith("merged_branch_") for kind in kinds) or detail.get("cleanups")
+    return detail if detail["task"].get("stage") == "done" and cleaned else None
+
+
 def _merging(detail: Doc, demo: Run) -> Doc | None:
     task = detail["task"]
     return task if task.get("merge_initiated_at") and not task.get("merged_at") else None
@@ -175,13 +215,13 @@ def _wait(demo: Run, check: Callable[[Doc, Run], T | None], what: str) -> T:
             found = check(detail, demo)
             if found is not None:
                 return found
-            _fail_if_stuck(detail)
+            _fail_if_stuck(detail, ends=("blocked",) if demo.forge else ("blocked", "done"))
             if time.monotonic() > deadline:
                 raise DemoError(f"timed out after {WAIT_SECONDS:g} s waiting for {what}")
             time.sleep(POLL_SECONDS)
 
 
-def _fail_if_stuck(detail: Doc) -> None:
+def _fail_if_stuck(detail: Doc, *, ends: tuple[str, ...]) -> None:
     """A failed agent or a task that ended another way will never get where we wait."""
     failed = next((j for j in detail["jobs"] if j["status"] == "failed"), None)
     if failed is not None:
@@ -189,5 +229,7 @@ def _fail_if_stuck(detail: Doc) -> None:
         raise DemoError(
             f"the {failed['stage']} agent failed ({why}); its log: {failed['log_path']}"
         )
-    if detail["task"].get("stage") in ("blocked", "done"):
-        raise DemoError(f"the task went to {detail['task']['stage']} before the STOP landed")
+    stage = detail["task"].get("stage")
+    if stage in ends:
+        why = detail["task"].get("blocked_reason") or "before the STOP landed"
+        raise DemoError(f"the task went to {stage} ({why})")
