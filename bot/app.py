@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def all_routes() -> list[BaseRoute]:
-    from bot.api import logs, meta, reconcile, retry, stop, tasks
+    from bot.api import logs, meta, reconcile, retry, servers, stop, tasks
     from bot.intake import route as webhooks
 
     return [
@@ -35,6 +35,7 @@ def all_routes() -> list[BaseRoute]:
         *logs.routes,
         *retry.routes,
         *reconcile.routes,
+        *servers.routes,
     ]
 
 

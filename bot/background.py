@@ -16,22 +16,28 @@ from bot.engine import dispatch, reaper
 from bot.engine.workers import WorkerPool, worker_prefix
 from bot.intake import reconcile
 from bot.services import Services
-from bot.stopplane import finalizer
+from bot.stopplane import finalizer, owners, sweep
 from bot.stopplane import intent as stopplane
 from integrations.processes import ProcessRef, group_alive, stop_process_group
-from state import jobs, stops
+from state import hosts, jobs, stops
+from state.listen import HOST_STEPS_CHANNEL, JOBS_CHANNEL, conninfo, listen
 from state.models import Job, StopStatus
 
 log = logging.getLogger(__name__)
 
 WATCHDOG_SECONDS = 5.0
+PRESENCE_SECONDS = 5.0  # well inside hosts.SILENT_AFTER_SECONDS
+SWEEP_SECONDS = 30.0  # the worktrees sweep, or the finalizer's interval if longer
 
 
 @contextlib.asynccontextmanager
 async def started(svc: Services) -> AsyncIterator[None]:
     """Recover what a dead server left, then run workers and the scheduler until the app
     stops; workers claim once the first reconciliation pass has read the tickets."""
+    await register(svc)
     await recover_interrupted(svc)
+    await owners.catch_up(svc)  # steps handed to this server while it was away
+    await sweep.sweep_worktrees(svc, min_age=0.0)  # no worker of ours is adding one yet
     pool = WorkerPool(
         svc.settings,
         svc.store,
@@ -41,8 +47,10 @@ async def started(svc: Services) -> AsyncIterator[None]:
         run=functools.partial(dispatch.execute, svc),
         on_crash=functools.partial(dispatch.settle_crash, svc),
         claims_open=svc.claims_open,
+        server=svc.server,
     )
     svc.workers = pool
+    listener = start_listening(svc, pool)
     scheduler = svc.scheduler = build_scheduler(svc)
     scheduler.start()
     await pool.start()
@@ -52,6 +60,57 @@ async def started(svc: Services) -> AsyncIterator[None]:
     finally:
         scheduler.shutdown(wait=False)
         await pool.stop()
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        await svc.store.run(hosts.server_stopped, svc.server.id, svc.clock.now())
+
+
+async def register(svc: Services) -> None:
+    """This server, its host and data dir, in the `servers` table (up, seen now)."""
+    await svc.store.run(
+        hosts.register_server,
+        svc.server,
+        data_dir=str(svc.data_dir),
+        pid=os.getpid(),
+        now=svc.clock.now(),
+    )
+    log.info("server registered", extra={"server": svc.server.id, "host": svc.server.host})
+
+
+async def presence_tick(svc: Services) -> None:
+    await svc.store.run(hosts.server_seen, svc.server.id, svc.clock.now())
+
+
+async def sweep_tick(svc: Services) -> None:
+    await sweep.sweep_worktrees(svc)
+
+
+def start_listening(svc: Services, pool: WorkerPool) -> asyncio.Task[None] | None:
+    """PostgreSQL only: hear queued jobs (wake the workers) and steps handed to this
+    server (do them); SQLite is one process, whose wake-ups stay in memory."""
+    if svc.store.dialect != "postgresql":
+        return None
+    up = {"now": False}
+
+    def on_notify(channel: str, payload: str) -> None:
+        if channel == JOBS_CHANNEL:
+            svc.wake_workers()
+        elif channel == HOST_STEPS_CHANNEL and payload == svc.server.id:
+            owners.do_owed(svc)
+
+    def on_connected(connected: bool) -> None:
+        up["now"] = connected
+        if connected:  # catch up on whatever was sent while nobody listened
+            svc.wake_workers()
+            owners.do_owed(svc)
+
+    pool.listening = lambda: up["now"]
+    channels = (JOBS_CHANNEL, HOST_STEPS_CHANNEL)
+    info = conninfo(svc.store.engine.url, svc.server.id)
+    return asyncio.get_running_loop().create_task(
+        listen(info, channels, on_notify, on_connected), name="conveyor-listen"
+    )
 
 
 def _quiet_on_shutdown(tick: Callable[[Services], Awaitable[None]]) -> Callable[..., Any]:
@@ -87,6 +146,12 @@ def build_scheduler(svc: Services) -> AsyncIOScheduler:
             "conveyor.watchdog",
             reaper.watchdog_tick,
             min(WATCHDOG_SECONDS, svc.settings.workers.max_runtime_seconds / 2),
+        ),
+        ("conveyor.presence", presence_tick, PRESENCE_SECONDS),
+        (
+            "conveyor.sweep",
+            sweep_tick,
+            max(SWEEP_SECONDS, svc.settings.stop.finalizer_interval_seconds),
         ),
     ]
     if reconciling(svc):
@@ -146,7 +211,7 @@ async def first_reconciliation(svc: Services) -> None:
 async def recover_interrupted(svc: Services) -> None:
     """Nothing stays "running" forever: settle jobs a dead server left, resume resets."""
     for job in await svc.store.run_read(jobs.running_jobs):
-        if _orphaned(job):
+        if _orphaned(job) or _left_by_earlier_self(svc, job):
             await _settle_orphan(svc, job)
     for rec in await svc.store.run_read(stops.stops_with_status, StopStatus.OPEN):
         log.info("resuming reset", extra={"stop_id": rec.id})
@@ -164,6 +229,13 @@ def _orphaned(job: Job) -> bool:
     if len(parts) >= 2 and parts[0] == worker_prefix().split(":")[0] and parts[1].isdigit():
         return not _pid_alive(int(parts[1]))
     return False
+
+
+def _left_by_earlier_self(svc: Services, job: Job) -> bool:
+    # This server's id, another process: this server before a crash or a restart (the
+    # same data dir, maybe on a new machine, where a pid means nothing).
+    mine = bool(job.server_id) and job.server_id == svc.server.id
+    return mine and not (job.worker_id or "").startswith(worker_prefix())
 
 
 def _pid_alive(pid: int) -> bool:

@@ -23,7 +23,7 @@ from bot.engine.agents import AgentRegistry
 from bot.intake.health import TrackerHealth
 from state.errors import StoreError
 from state.models import ALL_STAGES, JobStatus, StopStatus
-from state.schema import jobs, pending_cleanups, stop_records, tasks
+from state.schema import host_steps, jobs, pending_cleanups, stop_records, tasks
 from state.store import Store
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,15 @@ class Metrics:
         )
         for answer in ("401", "429"):
             self.admin_refusals.labels(answer)  # present at 0 before the first refusal
+        self.worktrees_swept = Counter(
+            "conveyor_worktrees_swept",
+            "Worktrees under this server's root swept because their task is terminal or "
+            "unknown, by result (removed, refused, failed).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("removed", "refused", "failed"):
+            self.worktrees_swept.labels(result)
         self.registry.register(StoreGauges(store, agents))
         self.registry.register(ReconcileLag(reconcile or {}, clock))
         for outcome in STOP_OUTCOMES:
@@ -106,6 +115,9 @@ class Metrics:
     def reconcile_pass(self, tracker: str, result: str, missed: int) -> None:
         self.reconcile_passes.labels(tracker, result).inc()
         self.missed_webhooks.labels(tracker).inc(missed)
+
+    def worktree_swept(self, result: str) -> None:
+        self.worktrees_swept.labels(result).inc()
 
     def stop_requested(self, outcome: str) -> None:
         """A new stop decided: stop_requested, stop_deferred or noop_already_terminal."""
@@ -145,6 +157,7 @@ class Snapshot:
     stops_deferred: int = 0
     cleanups_pending: int = 0
     running_with_pid: int = 0
+    host_steps_pending: int = 0
 
 
 def read_snapshot(conn: Connection) -> Snapshot:
@@ -156,6 +169,7 @@ def read_snapshot(conn: Connection) -> Snapshot:
         ),
         cleanups_pending=_count(conn, pending_cleanups.c.status == "pending", pending_cleanups),
         running_with_pid=_count(conn, _running_with_pid(), jobs),
+        host_steps_pending=_count(conn, host_steps.c.status == "pending", host_steps),
     )
 
 
@@ -238,6 +252,11 @@ def families(snapshot: Snapshot, *, processes: int | None) -> list[Metric]:
             "conveyor_cleanups_pending",
             "Reset steps (worktree, remote branch) that failed and wait for a retry.",
             snapshot.cleanups_pending if filled else None,
+        ),
+        _gauge(
+            "conveyor_host_steps_pending",
+            "Reset steps waiting for the server that owns them (its agents, its worktrees).",
+            snapshot.host_steps_pending if filled else None,
         ),
         _gauge("conveyor_agent_processes_running", "Agent processes running.", processes),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from bot.settings import RepoSettings, Settings
 from integrations.forges.base import Forge
 from integrations.names import safe_name
 from integrations.trackers.base import Tracker
+from state.models import ServerIdentity
 from state.store import Store
 
 if TYPE_CHECKING:
@@ -53,7 +55,11 @@ class Services:
     workers: WorkerPool | None = None
     scheduler: AsyncIOScheduler | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # work is waiting
+    # Who this server is (id kept under the data dir; set at start-up by the runtime).
+    server: ServerIdentity = field(default_factory=lambda: ServerIdentity("", socket.gethostname()))
     resets: set[str] = field(default_factory=set)  # stop ids whose reset runs here
+    reset_claims: dict[str, float] = field(default_factory=dict)  # stop id -> claimed (mono)
+    owed: set[int] = field(default_factory=set)  # host steps being done here (their ids)
     stop_timings: StopTimings = field(default_factory=StopTimings)
     reconcile: dict[str, TrackerHealth] = field(default_factory=dict)  # by tracker
     # Workers claim only once the first reconciliation pass has read the tickets (or its

@@ -160,6 +160,12 @@ def group_members(pgid: int) -> list[int]:
     return [pid for pid, state in _group_states(pgid) if state not in _DEAD_STATES]
 
 
+def group_size(pgid: int) -> int:
+    """Processes in the group, zombies not yet reaped included: counted right after a
+    SIGTERM, an agent that left at once still counts as stopped."""
+    return sum(1 for _, state in _group_states(pgid) if state != "X")
+
+
 def group_alive(pgid: int) -> bool:
     """Whether the group has a process that is not a zombie."""
     try:

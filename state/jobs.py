@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
 
-from state.models import OPEN_STOP_STATUSES, JobStatus
+from state.models import OPEN_STOP_STATUSES, JobStatus, ServerIdentity
 from state.models import Job as Job
 from state.schema import jobs, merge_leases, stop_records, tasks
 from state.store import insert_ignore
@@ -65,9 +65,15 @@ def live_processes_recorded(conn: Connection, task_id: int) -> bool:
 
 
 def claim_next_job(
-    conn: Connection, worker_id: str, now: float, lease_seconds: float
+    conn: Connection,
+    worker_id: str,
+    now: float,
+    lease_seconds: float,
+    *,
+    server: ServerIdentity | None = None,
 ) -> Job | None:
-    """Atomically take the oldest due queued job of a live task (SKIP LOCKED on PostgreSQL)."""
+    """Atomically take the oldest due queued job of a live task (SKIP LOCKED on
+    PostgreSQL), recording the server (and its host) that runs it."""
     candidate = (
         select(jobs.c.id)
         .join(tasks, tasks.c.id == jobs.c.task_id)
@@ -91,6 +97,8 @@ def claim_next_job(
             status=JobStatus.RUNNING.value,
             run_id=uuid.uuid4().hex,
             worker_id=worker_id,
+            server_id=server.id if server else None,
+            host=server.host if server else None,
             lease_expires_at=now + lease_seconds,
             heartbeat_at=now,
             started_at=now,
@@ -98,6 +106,14 @@ def claim_next_job(
         .returning(jobs)
     ).first()
     return Job.from_row(row) if row else None
+
+
+def next_due_at(conn: Connection) -> float | None:
+    """When the next queued job falls due (None: the queue is empty)."""
+    due = conn.execute(
+        select(func.min(jobs.c.run_after)).where(jobs.c.status == JobStatus.QUEUED.value)
+    ).scalar()
+    return None if due is None else float(due)
 
 
 def _running(job_id: int, run_id: str) -> Any:
@@ -200,6 +216,8 @@ def _back_to_queue(conn: Connection, job: Job, now: float, *conditions: Any) -> 
             status=JobStatus.QUEUED.value,
             run_id=None,
             worker_id=None,
+            server_id=None,
+            host=None,
             pid=None,
             pgid=None,
             proc_start_time=None,
@@ -282,6 +300,8 @@ def defer_job(conn: Connection, job: Job, run_after: float) -> bool:
             status=JobStatus.QUEUED.value,
             run_id=None,
             worker_id=None,
+            server_id=None,
+            host=None,
             run_after=run_after,
             lease_expires_at=None,
             started_at=None,

@@ -95,6 +95,7 @@ class Task:
     ticket_state: str | None = None
     pr_number: int | None = None
     pr_url: str | None = None
+    worktree_server: str | None = None  # the server whose data dir holds the worktree
 
     @classmethod
     def from_row(cls, row: Any) -> Task:
@@ -129,6 +130,8 @@ class Job:
     log_path: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    server_id: str | None = None  # the server that claimed it
+    host: str | None = None  # that server's host name
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -153,6 +156,8 @@ class StopRecord:
     steps: str = "{}"
     notified_at: float | None = None
     closed_at: float | None = None
+    runner: str | None = None  # the server carrying out the reset
+    runner_until: float | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> StopRecord:
@@ -175,3 +180,40 @@ class NewTask:
     labels: tuple[str, ...] = ()
     ticket_state: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """Who this server is among those sharing a database: a stable id kept under its
+    data dir, and its host name."""
+
+    id: str
+    host: str
+
+
+class HostStepStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    ABANDONED = "abandoned"  # its server was retired with the step still to do
+
+
+@dataclass(frozen=True)
+class HostStep:
+    """A reset step only the owning server can do (its agents, its data dir)."""
+
+    id: int
+    stop_id: str
+    task_id: int
+    server_id: str
+    step: str
+    status: HostStepStatus
+    detail: str
+    created_at: float
+    result: str | None = None
+    done_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> HostStep:
+        step: HostStep = _from_row(cls, row)
+        object.__setattr__(step, "status", HostStepStatus(step.status))
+        return step

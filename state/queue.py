@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from state.hosts import SILENT_AFTER_SECONDS, pending_summary
 from state.models import ALL_STAGES, JobStatus, Stage, StopStatus
 from state.schema import counts, jobs, pending_cleanups, stop_records, tasks
 from state.store import original_key
@@ -22,7 +24,14 @@ def iso(ts: float | None) -> str | None:
     )
 
 
-def queue_summary(conn: Connection, *, stop_enabled: bool, stop_repos: list[str]) -> dict[str, Any]:
+def queue_summary(
+    conn: Connection,
+    *,
+    stop_enabled: bool,
+    stop_repos: list[str],
+    now: float | None = None,
+    silent_after: float = SILENT_AFTER_SECONDS,
+) -> dict[str, Any]:
     """The whole `/queue` document."""
     return {
         "tasks": _stage_counts(conn),
@@ -34,6 +43,7 @@ def queue_summary(conn: Connection, *, stop_enabled: bool, stop_repos: list[str]
             "deferred": _deferred(conn),
             "in_progress": _in_progress(conn),
             "cleanup_pending": _cleanup_pending(conn),
+            "host_pending": _host_pending(conn, now, silent_after),
             "recent": _recent(conn),
         },
     }
@@ -64,6 +74,8 @@ def _running(conn: Connection) -> list[dict[str, Any]]:
             jobs.c.stage,
             jobs.c.pid,
             jobs.c.started_at,
+            jobs.c.host,
+            jobs.c.server_id,
         )
         .join(tasks, tasks.c.id == jobs.c.task_id)
         .where(jobs.c.status == JobStatus.RUNNING.value)
@@ -76,6 +88,8 @@ def _running(conn: Connection) -> list[dict[str, Any]]:
             "stage": r.stage,
             "pid": r.pid,
             "started_at": iso(r.started_at),
+            "host": r.host,
+            "server": r.server_id,
             # Pull-request mode: the task's pull request, once opened.
             **({"pr_number": r.pr_number, "pr_url": r.pr_url} if r.pr_url else {}),
         }
@@ -135,6 +149,15 @@ def _cleanup_pending(conn: Connection) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+def _host_pending(conn: Connection, now: float | None, silent_after: float) -> list[dict[str, Any]]:
+    """Reset steps waiting for the server that owns them (its agents, its data dir)."""
+    rows = pending_summary(conn, time.time() if now is None else now, silent_after)
+    for row in rows:
+        row["since"] = iso(row["since"])
+        row["owner_seen_at"] = iso(row["owner_seen_at"])
+    return rows
 
 
 def _recent(conn: Connection) -> list[dict[str, Any]]:

@@ -60,6 +60,7 @@ tasks = Table(
     Column("ticket_state", String(200)),
     Column("pr_number", Integer),  # pull-request mode
     Column("pr_url", Text),
+    Column("worktree_server", String(64)),  # the server whose data dir holds it (0004)
     UniqueConstraint("tracker", "issue_id"),
     Index(None, "stage"),
     Index(None, "key"),
@@ -88,6 +89,8 @@ jobs = Table(
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
+    Column("server_id", String(64)),  # the server that claimed it (0004)
+    Column("host", String(255)),  # that server's host name, for people reading /queue
     Index(None, "status", "run_after"),
     Index(None, "task_id", "status"),
 )
@@ -109,6 +112,10 @@ stop_records = Table(
     Column("steps", Text, nullable=False, server_default="{}"),  # JSON: step -> result
     Column("notified_at", Float),
     Column("closed_at", Float),
+    # The server carrying out the reset, until when (0004): one runner per stop, so
+    # the steps that are not host-local run exactly once whichever servers look.
+    Column("runner", String(64)),
+    Column("runner_until", Float),
     Index(None, "status"),
     Index(None, "task_id"),
     # One open stop per task: concurrent STOPs converge on one record and one stop_id.
@@ -211,4 +218,41 @@ counts = Table(
     Column("kind", String(8), primary_key=True),  # task | job
     Column("name", String(32), primary_key=True),  # the stage or status
     Column("n", BigInteger, nullable=False, server_default="0"),
+)
+
+# Every server that shares this database (0004): its stable id (kept under its data dir),
+# its host name, and when it last said it was alive. A stop made through one server
+# hands the steps that only the owner can do to that owner, named here.
+servers = Table(
+    "servers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("data_dir", Text, nullable=False, server_default=""),
+    Column("pid", Integer),
+    Column("started_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+    Column("stopped_at", Float),
+    Column("retired_at", Float),
+)
+
+# The host-local steps of a reset (0004): stopping an agent's process tree, removing a
+# worktree under the owner's data dir. The server carrying out the reset records one row
+# per owner and step; the owner does it and records its result here.
+host_steps = Table(
+    "host_steps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("stop_id", String(64), nullable=False),
+    Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
+    Column("server_id", String(64), nullable=False),
+    Column("step", String(32), nullable=False),  # processes | worktree
+    Column("status", String(16), nullable=False),  # pending done abandoned
+    Column("detail", Text, nullable=False, server_default="{}"),  # JSON: what to do
+    Column("result", Text),  # JSON: what the owner did
+    Column("created_at", Float, nullable=False),
+    Column("done_at", Float),
+    UniqueConstraint("stop_id", "server_id", "step"),
+    Index(None, "server_id", "status"),
+    Index(None, "status"),
 )

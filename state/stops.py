@@ -104,6 +104,28 @@ def update_stop(
     return conn.execute(query.values(**changes)).rowcount == 1
 
 
+def _locked_stop(conn: Connection, stop_id: str) -> StopRecord | None:
+    query = select(stop_records).where(stop_records.c.id == stop_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    return StopRecord.from_row(row) if row else None
+
+
+def amend_step(conn: Connection, stop_id: str, step: str, changes: dict[str, Any]) -> bool:
+    """Merge `changes` into a recorded step's result (a host step finished late)."""
+    current = _locked_stop(conn, stop_id)
+    if current is None:
+        return False
+    steps = stop_steps(current)
+    if step not in steps:
+        return False
+    steps[step] = {**steps[step], **changes}
+    encoded = json.dumps(steps, sort_keys=True, default=str)
+    conn.execute(update(stop_records).where(stop_records.c.id == stop_id).values(steps=encoded))
+    return True
+
+
 def stop_steps(record: StopRecord) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(record.steps or "{}")
     return loaded
@@ -114,7 +136,9 @@ def mark_step(
 ) -> StopRecord | None:
     """Record that a reset step finished, so a resumed reset never does it twice; with
     `close_at`, the stop is done in the same write. The record as it now stands."""
-    current = get_stop(conn, stop_id)
+    # The row is locked while its steps are rewritten: the owner of a host step may
+    # amend a step while the runner records the next one.
+    current = _locked_stop(conn, stop_id)
     if current is None:
         return None
     steps = stop_steps(current)

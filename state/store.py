@@ -27,6 +27,7 @@ from state.schema import audit_events, tasks
 
 T = TypeVar("T")
 MAX_TASK_ID = 2**31 - 1  # task ids are 32-bit integers on both databases
+_MATCH_ROWS = 50  # a ticket restarted more often than this shows its newest tasks
 TOMBSTONE_RE = re.compile(r"^(?P<original>.*)#cancelled-(?P<task_id>\d+)$", re.DOTALL)
 
 
@@ -234,7 +235,11 @@ def recent_tasks(conn: Connection, limit: int) -> list[Task]:
 
 
 def find_task(conn: Connection, ref: str) -> Task | None:
-    """A task by id, issue id or key: the live one first, else the newest tombstoned."""
+    """A task by id, issue id or key: the live one first, else the newest tombstoned.
+
+    Across trackers sharing a key it takes the newest match; the HTTP API resolves refs
+    with `state.refs.resolve_task` instead, which refuses that ambiguity.
+    """
     ref = ref.strip()
     if not ref or "\x00" in ref:  # PostgreSQL refuses NUL in text; nothing matches it
         return None
@@ -242,8 +247,15 @@ def find_task(conn: Connection, ref: str) -> Task | None:
         task = get_task(conn, int(ref))
         if task:
             return task
+    found = tasks_matching(conn, ref)
+    return max(found, key=lambda t: (ref in (t.issue_id, t.key), t.id), default=None)
+
+
+def tasks_matching(conn: Connection, ref: str, tracker: str | None = None) -> list[Task]:
+    """Per tracker, the task whose issue id or key is `ref`: the live one, else the
+    newest tombstoned one. Sorted by tracker name."""
     pattern = _like_literal(ref) + "#cancelled-%"
-    row = conn.execute(
+    query = (
         select(tasks)
         .where(
             or_(
@@ -254,9 +266,15 @@ def find_task(conn: Connection, ref: str) -> Task | None:
             )
         )
         .order_by(((tasks.c.issue_id == ref) | (tasks.c.key == ref)).desc(), tasks.c.id.desc())
-        .limit(1)
-    ).first()
-    return Task.from_row(row) if row else None
+        .limit(_MATCH_ROWS)
+    )
+    if tracker is not None:
+        query = query.where(tasks.c.tracker == tracker)
+    best: dict[str, Task] = {}
+    for row in conn.execute(query):
+        task = Task.from_row(row)
+        best.setdefault(task.tracker, task)
+    return [best[name] for name in sorted(best)]
 
 
 _CAS = update(tasks).where(tasks.c.id == bindparam("_id"), tasks.c.version == bindparam("_seen"))

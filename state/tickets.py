@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -60,15 +61,21 @@ def remember(conn: Connection, seen: SeenTicket) -> None:
         "seen_at": seen.seen_at,
         "updated_at": seen.updated_at,
     }
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(tickets_seen).values(values)
+    conn.execute(_REMEMBER[conn.dialect.name == "postgresql"], values)
+
+
+def _upsert_seen(dialect: Any) -> Any:
+    # Built once: making the statement (and its `excluded` columns) on every call was
+    # most of a reconciliation pass's time per changed ticket (py-spy, bench/reconcile.py).
+    stmt = dialect.insert(tickets_seen)
     keys = ("tracker", "issue_id")
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={k: stmt.excluded[k] for k in values if k not in keys},
-        )
+    changing = [c.name for c in tickets_seen.columns if c.name not in keys]
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={name: stmt.excluded[name] for name in changing}
     )
+
+
+_REMEMBER = {False: _upsert_seen(sqlite), True: _upsert_seen(postgresql)}
 
 
 def watermark(conn: Connection, tracker: str, project: str) -> float | None:
@@ -95,13 +102,21 @@ def set_watermark(conn: Connection, tracker: str, project: str, at: float, now: 
     )
 
 
-def live_tickets(conn: Connection, tracker: str) -> list[tuple[int, str, str, str]]:
-    """(task id, project, issue id, key) of the tracker's live (non-terminal) tasks."""
+def next_live_ticket(
+    conn: Connection, tracker: str, after_task: int
+) -> tuple[int, str, str, str] | None:
+    """(task id, project, issue id, key) of the tracker's first live (non-terminal) task
+    after task id `after_task`, wrapping round to the first: one row, whatever the count
+    of live tasks (the round-robin read for deletions)."""
     from state.schema import tasks
 
-    rows = conn.execute(
+    query = (
         select(tasks.c.id, tasks.c.project_id, tasks.c.issue_id, tasks.c.key)
         .where(tasks.c.tracker == tracker, tasks.c.stage.not_in(("done", "cancelled")))
         .order_by(tasks.c.id)
-    ).all()
-    return [(r.id, r.project_id or "", r.issue_id, r.key) for r in rows]
+        .limit(1)
+    )
+    row = conn.execute(query.where(tasks.c.id > after_task)).first()
+    if row is None and after_task > 0:
+        row = conn.execute(query).first()
+    return None if row is None else (row.id, row.project_id or "", row.issue_id, row.key)

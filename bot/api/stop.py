@@ -18,8 +18,10 @@ from starlette.routing import Route
 
 from bot.api.bodies import BodyTooLarge, BodyTooSlow, read_limited
 from bot.api.http import error, services
+from bot.api.tasks import ambiguous
 from bot.stopplane import intent as stopplane
-from state.store import find_task, original_key
+from state.refs import Ambiguous, resolve_task
+from state.store import original_key
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +101,11 @@ async def stop_task(request: Request) -> Response:
     request_id = request.headers.get("x-request-id") or None
     if request_id is not None and not _REQUEST_ID.match(request_id):
         return error(400, "X-Request-Id must be 1-200 characters of letters, digits and ._:/=+-")
-    task = await svc.store.run_read(find_task, ref) if len(ref) <= MAX_REF_CHARS else None
+    task = await svc.store.run_read(resolve_task, ref) if len(ref) <= MAX_REF_CHARS else None
     if task is None:
         return error(404, NO_SUCH_TASK.format(ref=ref[:MAX_REF_CHARS]))
+    if isinstance(task, Ambiguous):
+        return ambiguous(task)
     reason = await _reason(request)
     if isinstance(reason, Response):
         return reason

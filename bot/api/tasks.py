@@ -13,23 +13,28 @@ from bot.api import views
 from bot.api.http import error, services
 from bot.intake.health import TrackerHealth
 from bot.services import Services
+from state.hosts import host_steps_for_task
 from state.jobs import jobs_for_task
 from state.queue import queue_summary
+from state.refs import Ambiguous, resolve_task
 from state.stops import cleanups_for_task, stops_for_task
-from state.store import events_for_task, find_task, recent_tasks
+from state.store import events_for_task, recent_tasks
 
 MAX_REF_CHARS = 200  # the store's key and issue id columns
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 BAD_LIMIT = "limit must be an integer from 1 to {max}, got {given!r}"
 NO_SUCH_TASK = "no task matches '{ref}' (try a task id, an issue id or a key like PROJ-42)"
+AMBIGUOUS = "'{ref}' names tasks of several trackers: {candidates}; name the tracker, e.g. {first}"
 
 
 async def queue(request: Request) -> Response:
     """The contract's /queue document: counts, running jobs and the stop plane's state."""
     svc = services(request)
     stop = svc.settings.stop
-    doc = await svc.store.run_read(queue_summary, stop_enabled=stop.enabled, stop_repos=stop.repos)
+    doc = await svc.store.run_read(
+        queue_summary, stop_enabled=stop.enabled, stop_repos=stop.repos, now=svc.clock.now()
+    )
     doc["reconcile"] = reconcile_block(svc)
     return JSONResponse(doc)
 
@@ -68,7 +73,16 @@ async def show_task(request: Request) -> Response:
     detail = None if too_long else await services(request).store.run_read(task_detail, ref)
     if detail is None:
         return error(404, NO_SUCH_TASK.format(ref=ref[:MAX_REF_CHARS]))
+    if isinstance(detail, Ambiguous):
+        return ambiguous(detail)
     return JSONResponse(detail)
+
+
+def ambiguous(found: Ambiguous) -> Response:
+    """409 naming the tracker-qualified refs the caller can choose from."""
+    names = list(found.candidates)
+    message = AMBIGUOUS.format(ref=found.ref[:200], candidates=", ".join(names), first=names[0])
+    return error(409, message, candidates=names)
 
 
 def parse_limit(raw: str | None) -> int | None:
@@ -82,16 +96,19 @@ def parse_limit(raw: str | None) -> int | None:
     return limit if 1 <= limit <= MAX_LIMIT else None
 
 
-def task_detail(conn: Connection, ref: str) -> dict[str, Any] | None:
+def task_detail(conn: Connection, ref: str) -> dict[str, Any] | Ambiguous | None:
     """Everything GET /tasks/{ref} shows, read in one transaction."""
-    text = ref.strip()
-    task = find_task(conn, text)
-    if task is None:
-        return None
+    task = resolve_task(conn, ref)
+    if task is None or isinstance(task, Ambiguous):
+        return task
+    handed = host_steps_for_task(conn, task.id)
     return {
         "task": views.task_view(task),
         "jobs": [views.job_view(job) for job in jobs_for_task(conn, task.id)],
-        "stops": [views.stop_view(stop) for stop in stops_for_task(conn, task.id)],
+        "stops": [
+            views.stop_view(stop, [h for h in handed if h.stop_id == stop.id])
+            for stop in stops_for_task(conn, task.id)
+        ],
         "audit": [views.event_view(event) for event in events_for_task(conn, task.id)],
         "cleanups": [views.cleanup_view(item) for item in cleanups_for_task(conn, task.id)],
     }

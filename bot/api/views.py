@@ -8,7 +8,7 @@ from dataclasses import asdict
 from enum import Enum
 from typing import Any
 
-from state.models import Job, StopRecord, Task
+from state.models import HostStep, Job, StopRecord, Task
 from state.queue import iso
 from state.store import original_key, parse_tombstone
 
@@ -39,10 +39,19 @@ def job_view(job: Job) -> dict[str, Any]:
     return _plain(asdict(job))
 
 
-def stop_view(record: StopRecord) -> dict[str, Any]:
-    """A stop record, with the reset steps it has finished as an object."""
+def stop_view(record: StopRecord, handed: list[HostStep] | None = None) -> dict[str, Any]:
+    """A stop record, with the reset steps it has finished as an object, and the steps
+    handed to the servers that own them."""
     doc = _plain(asdict(record))
     doc["steps"] = json.loads(record.steps or "{}")
+    doc["host_steps"] = [host_step_view(step) for step in handed or []]
+    return doc
+
+
+def host_step_view(step: HostStep) -> dict[str, Any]:
+    doc = _plain(asdict(step))
+    doc["detail"] = json.loads(step.detail or "{}")
+    doc["result"] = None if step.result is None else json.loads(step.result)
     return doc
 
 

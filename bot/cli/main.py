@@ -1,5 +1,6 @@
 """`conveyor` command line: serve, check, db upgrade, demo, and the operator verbs that
-talk to a running server over HTTP (queue, tasks, show, logs, stop, retry, send).
+talk to a running server over HTTP (queue, tasks, show, logs, stop, retry, reconcile,
+send <tracker>).
 
 Every failure a user can cause ends in one readable line and a non-zero exit status:
 1 for what the server refused or could not do (or could not be reached), 2 for a bad
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from bot.cli import verbs
+from bot.cli import reconcile, senders, verbs
 from bot.cli.output import print_json
 from bot.errors import ConfigError, ConveyorError, StartError, UsageError
 from state.errors import StateError
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stop(sub)
     _add_retry(sub)
     _add_send(sub)
+    reconcile.add_parser(sub, _url_option)
     _config_on_every_verb(parser)
     return parser
 
@@ -210,6 +212,7 @@ def _add_send(sub: Subparsers) -> None:
     _json_option(plane)
     _url_option(plane)
     plane.set_defaults(func=_send_plane)
+    senders.add_parsers(trackers, _url_option)
 
 
 # -- serve, check, db ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from integrations.processes import (
     AgentProcess,
     ProcessRef,
     group_alive,
-    group_members,
+    group_size,
     request_exit,
 )
 from state.models import Job
@@ -49,10 +49,10 @@ class AgentRegistry:
 
     def request_exit(self, task_id: int) -> int:
         """SIGTERM the task's agents this server runs, at once (the reset follows); how
-        many live processes their groups held."""
-        asked = 0
-        for ref, _ in self.live_processes_of_task(task_id):
-            members = len(group_members(ref.pgid))
-            if request_exit(ref):
-                asked += members
-        return asked
+        many processes their groups held."""
+        return sum(group_size(ref.pgid) for ref in self.ask_to_exit(task_id))
+
+    def ask_to_exit(self, task_id: int) -> list[ProcessRef]:
+        """SIGTERM the task's agents now, before anything slow (no scan of /proc: the
+        count, `group_size`, can follow; the zombies stay until the stop reaps them)."""
+        return [ref for ref, _ in self.live_processes_of_task(task_id) if request_exit(ref)]

@@ -69,7 +69,9 @@ async def run_agent_stage(svc: Services, job: Job, task: Task) -> None:
 async def ensure_worktree(svc: Services, task: Task) -> Task | None:
     """The task's worktree and branch, made on its first agent stage; None when a stop
     landed meanwhile (the new worktree is removed again)."""
-    if task.worktree_path:
+    # Another server's worktree lives in its data dir (maybe on another machine): this
+    # server makes its own from the pushed branch; that server's sweep removes the old.
+    if task.worktree_path and task.worktree_server in (None, svc.server.id):
         present: bool = await off_loop(_is_dir, task.worktree_path)
         if present:
             return task
@@ -89,7 +91,9 @@ async def ensure_worktree(svc: Services, task: Task) -> Task | None:
             f"{names.directory}-{task.id}",
             names.fallback_branch,
         )
-    recorded = await svc.store.run(_record_worktree, task.id, tree, svc.clock.now())
+    recorded = await svc.store.run(
+        _record_worktree, task.id, tree, svc.clock.now(), svc.server.id or None
+    )
     if recorded is None:  # the reset may be past its worktree step: undo our own work
         await in_repo(git.remove_worktree, repo, svc.worktrees_root, tree.path)
         with contextlib.suppress(git.GitError):
@@ -101,11 +105,20 @@ def _is_dir(path: str) -> bool:
     return os.path.isdir(path)
 
 
-def _record_worktree(conn: Connection, task_id: int, tree: git.Worktree, now: float) -> Task | None:
+def _record_worktree(
+    conn: Connection, task_id: int, tree: git.Worktree, now: float, server_id: str | None
+) -> Task | None:
     task = get_task(conn, task_id)
     if task is None or task.terminal or task.cancel_requested_at is not None:
         return None  # a stop got here first: never record a worktree on a stopping task
-    done = update_task(conn, task, now, worktree_path=str(tree.path), branch=tree.branch)
+    done = update_task(
+        conn,
+        task,
+        now,
+        worktree_path=str(tree.path),
+        branch=tree.branch,
+        worktree_server=server_id,
+    )
     add_event(conn, task_id, "worktree_created", now, path=str(tree.path), branch=tree.branch)
     return done
 

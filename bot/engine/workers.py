@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from bot.engine.agents import AgentRegistry, Running
 from integrations.processes import stop_process_group
 from state import jobs
-from state.models import Job
+from state.models import Job, ServerIdentity
 
 if TYPE_CHECKING:
     from bot.clock import Clock
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+# While a PostgreSQL LISTEN connection is up, a queued job wakes idle workers at once
+# (a NOTIFY from the database); polling stays as the backstop for a lost notification.
+LISTENING_BACKSTOP_SECONDS = 5.0
 
 
 def worker_prefix() -> str:
@@ -35,6 +38,14 @@ def ran_here(job: Job) -> bool:
     """True when the job's process was spawned on this host: a pid or process group
     means something only there (several hosts may share one PostgreSQL database)."""
     return (job.worker_id or "").split(":", 1)[0] == socket.gethostname()
+
+
+def owned_here(job: Job, server: ServerIdentity) -> bool:
+    """True when this server claimed the job: only it holds the agent (and reaps it), so
+    only it stops it. Jobs claimed before servers had ids go by host name."""
+    if job.server_id:
+        return job.server_id == server.id
+    return ran_here(job)
 
 
 Run = Callable[[Job], Awaitable[None]]
@@ -55,6 +66,7 @@ class WorkerPool:
         run: Run,
         on_crash: Run,
         claims_open: asyncio.Event | None = None,
+        server: ServerIdentity | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -62,6 +74,9 @@ class WorkerPool:
         self.agents = agents
         self.wake = wake
         self._claims_open = claims_open
+        self.server = server
+        # Set by the runtime while job notifications arrive (PostgreSQL LISTEN).
+        self.listening: Callable[[], bool] = lambda: False
         self._run = run
         self._on_crash = on_crash
         self._loops: list[asyncio.Task[None]] = []
@@ -95,12 +110,11 @@ class WorkerPool:
         wake = self.wake
         if self._claims_open is not None:
             await self._claims_open.wait()
-        settings = self.settings.workers
         while not self._closing:
             job = await self._claim(worker_id)
             if job is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), settings.poll_interval_seconds)
+                    await asyncio.wait_for(wake.wait(), await self._idle_wait())
                 wake.clear()
                 continue
             try:
@@ -111,6 +125,20 @@ class WorkerPool:
                 log.exception("job crashed", extra={"job": job.id, "stage": job.stage})
                 await self._on_crash(job)
 
+    async def _idle_wait(self) -> float:
+        """How long an idle worker waits for a wake-up: the poll interval, or with
+        notifications up, until the next job falls due (a retry's backoff), capped."""
+        poll = self.settings.workers.poll_interval_seconds
+        if not self.listening():
+            return poll
+        try:
+            due = await self.store.run_read(jobs.next_due_at)
+        except Exception:  # a store hiccup: fall back to polling
+            return poll
+        if due is None:
+            return LISTENING_BACKSTOP_SECONDS
+        return min(LISTENING_BACKSTOP_SECONDS, max(poll, due - self.clock.now()))
+
     async def _claim(self, worker_id: str) -> Job | None:
         try:
             return await self.store.run(
@@ -118,6 +146,7 @@ class WorkerPool:
                 worker_id,
                 self.clock.now(),
                 self.settings.workers.lease_seconds,
+                server=self.server,
             )
         except Exception:  # a store hiccup must not kill the loop
             log.exception("claim failed")

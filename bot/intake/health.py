@@ -19,7 +19,7 @@ class TrackerHealth:
     missed_webhooks: int = 0
     missed_in_a_row: int = 0
     backoff_until: float = 0.0
-    cursor: int = 0  # round-robin position among live tasks
+    cursor: int = 0  # the live task read last (round-robin by task id)
     gone_once: set[str] = field(default_factory=set)  # issue ids gone on the last read
 
     def as_json(self, now: float) -> dict[str, object]:

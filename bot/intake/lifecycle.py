@@ -284,6 +284,7 @@ def _stop(
         reason or f"ticket moved to {change.state_name}",
         change.correlation_id,
         now,
+        server=svc.server,
     )
     return Decided(stop_answer(result), stop=result)
 

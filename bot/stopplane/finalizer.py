@@ -10,6 +10,7 @@ from bot.gitops import UnknownRepoError
 from bot.services import Services
 from bot.stopplane import intent as stopplane
 from bot.stopplane import outside as reset_outside
+from bot.stopplane import owners
 from bot.stopplane import pull_request as stop_pr
 from integrations import git
 from integrations.errors import IntegrationError
@@ -30,6 +31,7 @@ async def finalizer_tick(svc: Services) -> None:
             stopplane.launch_reset(svc, rec.id)
     for rec in await svc.store.run_read(stops.stops_with_status, StopStatus.OPEN):
         stopplane.launch_reset(svc, rec.id)  # no-op when it is already running here
+    owners.do_owed(svc)  # the backstop for a lost notification
     await retry_cleanups(svc)
     await svc.store.run(jobs.reap_expired_leases, svc.clock.now())
 

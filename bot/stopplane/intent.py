@@ -12,11 +12,12 @@ from sqlalchemy import Connection
 
 from bot.services import Services
 from bot.stopplane import notify as reset_notify
+from bot.stopplane import owners
 from bot.stopplane import reset as resetsteps
 from state import jobs, stops
 from state.errors import StaleVersionError
 from state.machine import Facts, Trigger, critical_window, decide
-from state.models import JobStatus, StopRecord, StopStatus, Task
+from state.models import JobStatus, ServerIdentity, StopRecord, StopStatus, Task
 from state.store import add_event, get_task, update_task
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,13 @@ async def request_stop(
 ) -> StopResult:
     """Record the stop intent durably and decide: noop, deferred, or start the reset."""
     result = await svc.store.run(
-        decide_stop, task.id, requested_by, reason, correlation, svc.clock.now()
+        decide_stop,
+        task.id,
+        requested_by,
+        reason,
+        correlation,
+        svc.clock.now(),
+        server=svc.server,
     )
     after_decision(svc, result, correlation)
     return result
@@ -104,15 +111,21 @@ def decide_stop(
     reason: str,
     correlation: str | None,
     now: float,
+    *,
+    server: ServerIdentity | None = None,
 ) -> StopResult:
     """Record the stop and decide, inside the caller's transaction. A lost compare-and-set
     rolls back to a SAVEPOINT and re-decides, so a webhook can record its delivery, its
-    stop and its answer in one transaction."""
+    stop and its answer in one transaction. With `server` (the one deciding), agents
+    other servers run are handed to them in the same transaction."""
     saw_live = False
     for _ in range(CAS_ATTEMPTS):
         savepoint = conn.begin_nested()
         try:
             result, saw = _decide(conn, task_id, requested_by, reason, correlation, now, saw_live)
+            # SQLite is one server: every agent is its own.
+            if server is not None and conn.dialect.name == "postgresql" and result.new:
+                _hand_over(conn, result, server)
             saw_live = saw_live or saw
             savepoint.commit()
             return result
@@ -175,6 +188,17 @@ def _decide(
         **({"window": window} if window else {}),
     )
     return StopResult(outcome, task.key, task.id, rec.id, new), True
+
+
+def _hand_over(conn: Connection, result: StopResult, server: ServerIdentity) -> None:
+    if result.outcome != "stop_requested":
+        return
+    rec = stops.get_stop(conn, result.stop_id or "")
+    running = [
+        j for j in jobs.live_jobs_for_task(conn, result.task_id) if j.status is JobStatus.RUNNING
+    ]
+    if rec is not None and running:
+        owners.hand_over_in(conn, rec, running, server)
 
 
 def _same(task: Task, rec: StopRecord) -> StopResult:

@@ -14,16 +14,18 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.engine.workers import ran_here
+from bot.engine.workers import owned_here
 from bot.services import Services
+from bot.stopplane import owners
+from bot.stopplane.groups import stop_jobs, summarise
 from bot.stopplane.notify import notify, reset_counts
 from bot.stopplane.outside import delete_branch, remove_worktree
 from bot.stopplane.pull_request import close_pull_request
-from integrations.processes import ProcessRef, StopOutcome, StopReport, stop_process_group
-from state import jobs, stops
+from integrations.processes import stop_process_group
+from state import hosts, jobs, stops
 from state.errors import StaleVersionError
 from state.machine import Facts, Trigger, decide
-from state.models import Job, JobStatus, StopRecord, StopStatus, Task
+from state.models import JobStatus, StopRecord, StopStatus, Task
 from state.store import add_event, get_task, original_key, tombstone_task_keys, update_task
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,18 @@ Step = Callable[[Services, StopRecord, Task], Awaitable[dict[str, Any]]]
 
 
 async def run_reset(svc: Services, stop_id: str) -> None:
-    """Run every step not yet recorded for this stop, in order."""
+    """Run every step not yet recorded for this stop, in order; on one server at a time
+    (another server's live claim on the reset wins)."""
+    if not await _claim(svc, stop_id):
+        log.info("reset runs on another server", extra={"stop_id": stop_id})
+        return
+    try:
+        await _run_steps(svc, stop_id)
+    finally:
+        svc.reset_claims.pop(stop_id, None)
+
+
+async def _run_steps(svc: Services, stop_id: str) -> None:
     rec = await svc.store.run(reset_untouched, stop_id, svc.clock.now())
     if rec is None:
         rec = await svc.store.run_read(stops.get_stop, stop_id)
@@ -49,6 +62,8 @@ async def run_reset(svc: Services, stop_id: str) -> None:
             if task is None:
                 return
         failpoint(f"before:{name}")
+        if not await _claim(svc, stop_id):
+            return
         result = await step(svc, rec, task)
         # The stop closes with its last step, so a crash before the comment resumes
         # and still sends it, and nobody sees a closed stop with a step missing.
@@ -67,6 +82,27 @@ async def run_reset(svc: Services, stop_id: str) -> None:
 
 
 _NEEDS_FRESH_TASK = frozenset({"pull_request", "worktree", "remote_branch"})
+# How long a server's claim on a reset lasts without renewal (renewed before every
+# step): longer than any one step waits, so a live runner is never overtaken.
+RUNNER_SLACK_SECONDS = 60.0
+
+
+async def _claim(svc: Services, stop_id: str) -> bool:
+    """Take or renew this server's claim on running the reset. SQLite is one server:
+    nothing to claim. On PostgreSQL the claim is renewed when a third of it is used."""
+    if svc.store.dialect == "sqlite":
+        return True
+    ttl = svc.settings.stop.grace_seconds + owners.PROCESSES_SLACK_SECONDS + RUNNER_SLACK_SECONDS
+    now = svc.clock.monotonic()
+    held = svc.reset_claims.get(stop_id)
+    if held is not None and now - held < ttl / 3:
+        return True
+    claimed = await svc.store.run(hosts.claim_reset, stop_id, svc.server.id, svc.clock.now(), ttl)
+    if claimed:
+        svc.reset_claims[stop_id] = now
+    else:
+        svc.reset_claims.pop(stop_id, None)
+    return claimed
 
 
 def failpoint(point: str) -> None:
@@ -83,7 +119,8 @@ def failpoint(point: str) -> None:
 
 
 async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
-    """SIGTERM (+SIGCONT), grace, SIGKILL, confirm: every running job's process group."""
+    """SIGTERM (+SIGCONT), grace, SIGKILL, confirm: every running job's process group;
+    another server's agents are handed to that server and waited for within a bound."""
     # The grace runs from the request: a reset resumed after a crash waits only what is
     # left of it. A deferred stop's processes get the whole grace (it waited for a window).
     started = svc.clock.now() if rec.window else rec.requested_at
@@ -91,52 +128,21 @@ async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str
     running = [
         j
         for j in await svc.store.run_read(jobs.jobs_for_task, task.id)
-        # Another host's job is stopped by its own worker once step 3 cancels it.
-        if j.status is JobStatus.RUNNING and j.pgid and ran_here(j)
+        if j.status is JobStatus.RUNNING
     ]
-    reports = await asyncio.gather(*(_stop_job(svc, j, grace) for j in running))
+    own = [j for j in running if j.pgid and owned_here(j, svc.server)]
+    handed = [
+        owners.hand_off_processes(svc, rec, task, server_id, theirs, grace)
+        for server_id, theirs in owners.foreign_owners(running, svc.server).items()
+    ]
+    local, *theirs = await asyncio.gather(stop_jobs(svc, own, grace), *handed)
     _observe_group_empty(svc, rec)
-    summary = _summarise(list(reports))
+    summary = summarise(list(local))
     # Agents that left on the SIGTERM sent right after the intent committed were gone by
     # the time this step looked: they still count as stopped.
     asked = svc.stop_timings.asked_to_exit.pop(rec.id, 0)
     summary["processes"] = max(summary["processes"], asked)
-    return summary
-
-
-async def _stop_job(svc: Services, job: Job, grace: float) -> StopReport:
-    ref = ProcessRef(pid=job.pid or 0, pgid=job.pgid or 0, start_time=job.proc_start_time or 0)
-    reap = svc.agents.reaper_for(job.id)
-    report = await stop_process_group(ref, grace, reap=reap)
-    log.info(
-        "process group stopped",
-        extra={"job": job.id, "pgid": job.pgid, "outcome": report.outcome.value},
-    )
-    return report
-
-
-def _summarise(reports: list[StopReport]) -> dict[str, Any]:
-    outcomes = [r.outcome.value for r in reports]
-    kills = [
-        r.kill_sent_at - r.term_sent_at
-        for r in reports
-        if r.kill_sent_at is not None and r.term_sent_at is not None
-    ]
-    empties = [
-        r.emptied_at - r.term_sent_at
-        for r in reports
-        if r.emptied_at is not None and r.term_sent_at is not None
-    ]
-    return {
-        "term_to_kill_seconds": max(kills) if kills else None,
-        "term_to_empty_seconds": max(empties) if empties else None,
-        "groups": len(reports),
-        "processes": sum(r.members_at_term for r in reports),
-        "forced": any(r.outcome is StopOutcome.FORCED for r in reports),
-        "unconfirmed": outcomes.count(StopOutcome.UNCONFIRMED.value),
-        "refused": outcomes.count(StopOutcome.REFUSED.value),
-        "outcomes": outcomes,
-    }
+    return owners.merge_process_results(summary, list(theirs)) if theirs else summary
 
 
 def _observe_group_empty(svc: Services, rec: StopRecord) -> None:
@@ -167,6 +173,26 @@ async def _stop_late_starters(svc: Services, task: Task) -> int:
 
 async def release_lease(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
     return {"released": await svc.store.run(jobs.release_lease, task.id)}
+
+
+# -- step 5: the worktree, by the server whose data dir holds it ----------------------------
+
+
+async def worktree(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+    """Remove the worktree here, or hand it to the server that made it."""
+    owner = task.worktree_server
+    if not task.worktree_path or not owner or owner == svc.server.id:
+        return await remove_worktree(svc, rec, task)
+    result = await owners.hand_off(
+        svc,
+        rec,
+        task,
+        server_id=owner,
+        step="worktree",
+        detail={"path": task.worktree_path, "branch": task.branch},
+        wait_seconds=owners.WORKTREE_WAIT_SECONDS,
+    )
+    return {"removed": False, **result}
 
 
 # -- steps 7 and 8: tombstone and terminal -------------------------------------------------
@@ -238,7 +264,7 @@ def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
     if task.worktree_path or task.branch or jobs.live_processes_recorded(conn, task.id):
         return None
     steps: dict[str, Any] = {
-        "processes": _summarise([]),
+        "processes": summarise([]),
         "jobs": {"cancelled": jobs.cancel_task_jobs(conn, task.id, now), "late_processes": 0},
         "lease": {"released": jobs.release_lease(conn, task.id)},
         "pull_request": {"closed": False, "reason": "no pull request"},
@@ -276,7 +302,7 @@ STEPS: list[tuple[str, Step]] = [
     ("jobs", cancel_jobs),
     ("lease", release_lease),
     ("pull_request", close_pull_request),  # pull-request mode: closed, never merged
-    ("worktree", remove_worktree),
+    ("worktree", worktree),
     ("remote_branch", delete_branch),
     ("tombstone", tombstone),
     ("terminal", make_terminal),

@@ -10,11 +10,13 @@ from markdownify import markdownify
 from integrations.trackers.base import Notice
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
+# Plane's empty description: no need to run the converter (slow) over it.
+_EMPTY_HTML = re.compile(r"(\s|<p>|</p>|<br\s*/?>)*")
 
 
 def html_to_markdown(text: str) -> str:
     """A tracker's HTML description (Plane's ``description_html``) as Markdown."""
-    if not text.strip():
+    if _EMPTY_HTML.fullmatch(text):
         return ""
     converted = markdownify(
         text, heading_style="ATX", bullets="-", strip=["script", "style", "img"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import respx
 
+from bot.services import Services
 from integrations.processes import group_alive
 from integrations.trackers.gitea import payloads as gitea_payloads
 from integrations.trackers.github import payloads as github_payloads
@@ -165,3 +166,72 @@ def _count(route: respx.Route, times: int):  # type: ignore[no-untyped-def]
         return route.call_count == times
 
     return check
+
+
+# A pre-receive hook that holds every push to main for two seconds: a slow merge.
+SLOW_MAIN_HOOK = """#!/bin/sh
+while read old new ref; do
+  [ "$ref" = refs/heads/main ] && sleep 2
+done
+exit 0
+"""
+
+
+async def test_github_stop_during_a_push_merge_is_deferred_then_applied(tmp_path: Path) -> None:
+    """The deferred stop of a GitHub-tracked task: the agents commit and exit, the merge
+    pushes to main (held 2 s by the remote), the stop label arrives inside that window."""
+    from bot.app import create_app
+    from bot.settings import settings_from_dict
+    from state.store import events_for_task
+    from tests.apptools import app_client
+    from tests.gitrepo import make_repo
+    from tests.harness import base_settings
+
+    spec, bare = make_repo(tmp_path, "github-app")
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(SLOW_MAIN_HOOK)
+    hook.chmod(0o755)
+    doc = base_settings(tmp_path, spec)  # every agent commits once and exits 0
+    doc["repos"][0].update(tracker="github", tracker_project="acme/widgets")  # push-mode merge
+    doc["trackers"]["github"] = GITHUB.section
+    main_before = git(bare, "rev-parse", "refs/heads/main")
+    holder: dict[str, Services] = {}
+    app = create_app(settings_from_dict(doc), configure=lambda svc: holder.setdefault("svc", svc))
+    with respx.mock(assert_all_called=False, assert_all_mocked=False) as router:
+        comments = router.post(f"{GITHUB_API}/repos/acme/widgets/issues/12/comments").respond(
+            201, json={"id": 1}
+        )
+        async with app_client(app) as client:
+            svc = holder["svc"]
+            assert (await post(client, GITHUB, _github("conveyor:analyse")))["outcome"] == "started"
+
+            async def merging() -> bool:
+                task = await task_of(svc, GITHUB.key)
+                return task.merge_initiated_at is not None and task.merged_at is None
+
+            await wait_until(merging, 60, "the merge to start")
+            first = await post(client, GITHUB, _github("conveyor:stop", delivery="gh-stop-1"))
+            assert first["outcome"] == "stop_deferred", first
+            # Another STOP (a new delivery: the label removed and added again) joins it.
+            again = await post(client, GITHUB, _github("conveyor:stop", delivery="gh-stop-2"))
+            assert again["outcome"] == "stop_deferred"
+            assert again["stop_id"] == first["stop_id"]
+            queue = (await client.get("/queue")).json()
+            assert [(d["task"], d["window"]) for d in queue["stop"]["deferred"]] == [
+                (GITHUB.key, "merge")
+            ]
+
+            done = await until_stage(svc, GITHUB.key, Stage.CANCELLED)
+            assert done.merged_at is not None  # the merge finished honestly first
+            merges = git(bare, "log", "--merges", "--format=%s", "main").splitlines()
+            assert len(merges) == 1 and git(bare, "rev-parse", "refs/heads/main") != main_before
+            assert git(bare, "branch", "--list", "conveyor/*") == ""
+            events = await svc.store.run_read(events_for_task, done.id)
+            assert [e["kind"] for e in events].count("deferred_stop_applied") == 1
+            final = [e for e in events if e["kind"] == "cancelled"][0]
+            assert final["detail"]["effects_committed"] is True
+            # The deferral notice, then the stop's own: the repeated STOP sent nothing.
+            await wait_until(_count(comments, 2), 10, "the two notices")
+            bodies = [json.loads(c.request.content)["body"] for c in comments.calls]
+            assert f"STOP received for {GITHUB.key} during its merge step" in bodies[0]
+            assert f"conveyor stopped {GITHUB.key}" in bodies[1]

@@ -95,7 +95,18 @@ def test_the_admin_stop_names_both_ways_to_present_the_token() -> None:
     doc = openapi_document()
     stop = doc["paths"]["/tasks/{ref}/stop"]["post"]
     assert stop["security"] == [{"AdminToken": []}, {"Bearer": []}]
-    assert set(stop["responses"]) == {"200", "202", "400", "401", "403", "404", "408", "413", "429"}
+    assert set(stop["responses"]) == {
+        "200",
+        "202",
+        "400",
+        "401",
+        "403",
+        "404",
+        "408",
+        "409",
+        "413",
+        "429",
+    }
     assert "required" not in stop["requestBody"]["content"]["application/json"]["schema"]
     schemes = doc["components"]["securitySchemes"]
     token = schemes["AdminToken"]

@@ -75,6 +75,28 @@ async def test_a_start_status_makes_a_task_with_a_queued_analysis_job(
     assert [(j.stage, j.status) for j in jobs] == [("analysis", JobStatus.QUEUED)]
 
 
+async def test_a_work_item_created_straight_into_the_start_state_starts(
+    app: tuple[httpx.AsyncClient, Services],
+) -> None:
+    """Plane sends `created` with the first state in `data.state` and no activity field."""
+    client, svc = app
+    payload = sample("v1_created")
+    payload["data"]["state"] = {
+        "id": TO_ANALYSE_STATE,
+        "name": "To Analyse",
+        "color": "#60646c",
+        "group": "unstarted",
+    }
+    answer = await deliver(client, payload)
+    assert answer.json() == {"outcome": "started", "task": "PROJ-43"}
+    task = svc.store.query(live_task_for_issue, "plane", payload["data"]["id"])
+    assert task is not None and task.stage is Stage.ANALYSIS
+    jobs = svc.store.query(jobs_for_task, task.id)
+    assert [(j.stage, j.status) for j in jobs] == [("analysis", JobStatus.QUEUED)]
+    # The same creation delivered again (Plane's retry) is a duplicate, not a second task.
+    assert (await deliver(client, payload)).json()["outcome"] == "duplicate"
+
+
 async def test_a_start_through_plane_s_rest_api_is_a_start_too(
     app: tuple[httpx.AsyncClient, Services],
 ) -> None:

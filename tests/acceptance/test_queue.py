@@ -68,6 +68,7 @@ async def test_an_empty_store_answers_all_zeros(tmp_path: Path, db_url: str) -> 
             "deferred": [],
             "in_progress": [],
             "cleanup_pending": [],
+            "host_pending": [],
             "recent": [],
         },
         # No tracker has API credentials here: nothing to reconcile.

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bench import cli_startup, queue_scale, reset_cost, stop_latency, webhook_intake
+from bench import cli_startup, queue_scale, reconcile, reset_cost, stop_latency, webhook_intake
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +68,35 @@ def test_queue_scale_smoke() -> None:
     for backend in backends:
         assert all(sane(factor) for _, _, factor in result.growth(backend, "queue"))
     assert "growth per 10x" in queue_scale.render(result)
+
+
+def test_reconcile_smoke() -> None:
+    result = reconcile.run(sizes=[5, 20], passes=2, tasks=2, interval=1.0)
+    assert result.clean, (result.latency.problems, result.survivors)
+    assert [row.live for row in result.rows] == [5, 20, 20]
+    for row in result.rows:
+        assert len(row.conveyor) == len(row.floor) == 2
+        assert all(sane(v) for v in row.conveyor + row.floor)
+        assert all(n >= 2 for n in row.requests) and row.floor_requests >= 2
+    assert len(result.latency.reconcile) == len(result.latency.webhook) == 1
+    assert all(sane(v) for v in result.latency.reconcile + result.latency.webhook)
+    assert "a pass finds it" in reconcile.render(result.rows, result.latency, 1.0)
+
+
+def test_cross_host_stop_smoke() -> None:
+    from bench import cross_host_stop
+    from bench.two_servers import unshare_problem
+
+    url = queue_scale.postgres_url(None)
+    if not url:
+        pytest.skip("cross_host_stop needs PostgreSQL (CONVEYOR_TEST_POSTGRES_URL)")
+    if problem := unshare_problem():
+        pytest.skip(f"cross_host_stop needs a second host name: {problem}")
+    result = cross_host_stop.run(tasks=2, grace=1.0, postgres_url=url)
+    assert result.clean, (result.same.problems, result.cross.problems, result.survivors)
+    for rnd in (result.same, result.cross):
+        assert len(rnd.side.empty) == 2 and all(sane(v) for v in rnd.side.empty.values())
+    assert "other host" in cross_host_stop.render(result)
 
 
 def test_cli_startup_smoke() -> None:

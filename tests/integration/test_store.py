@@ -27,7 +27,7 @@ from state.store import (
 )
 
 NOW = 1_700_000_000.0
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 TABLES = {
     "tasks",
     "jobs",
@@ -36,6 +36,8 @@ TABLES = {
     "webhook_deliveries",
     "merge_leases",
     "pending_cleanups",
+    "servers",
+    "host_steps",
 }
 
 
@@ -246,3 +248,52 @@ def test_a_deadlock_victim_is_run_again(postgres_url: str) -> None:
             future.result(timeout=30)
     assert len(attempts) == 3  # one of the two was the deadlock victim and ran again
     store.dispose()
+
+
+def test_refs_name_the_tracker_and_an_ambiguous_bare_ref_lists_the_candidates(
+    store: Store,
+) -> None:
+    from state.refs import Ambiguous, resolve_task
+
+    plane = store.write(insert_task, new_task("uuid-42", "PROJ-42"), NOW)
+    jira = store.write(
+        insert_task,
+        NewTask(tracker="jira", issue_id="10042", key="PROJ-42", repo="ops", title="Jira"),
+        NOW,
+    )
+    colon = store.write(insert_task, new_task("odd:1", "ODD:1"), NOW)
+
+    assert store.query(resolve_task, "PROJ-42") == Ambiguous(
+        "PROJ-42", ("jira:PROJ-42", "plane:PROJ-42")
+    )
+    assert store.query(resolve_task, "jira:PROJ-42") == jira
+    assert store.query(resolve_task, " plane:PROJ-42 ") == plane
+    assert store.query(resolve_task, "plane:uuid-42") == plane  # the issue id works too
+    assert store.query(resolve_task, "10042") == jira  # no task has id 10042: Jira's id
+    assert store.query(resolve_task, str(plane.id)) == plane  # a task id wins
+    assert store.query(resolve_task, "github:PROJ-42") is None
+    assert store.query(resolve_task, "odd:1") == colon  # not a tracker: the whole key
+    assert store.query(resolve_task, "\x00") is None
+
+    # A tombstoned task still counts: the bare key names both trackers' tickets.
+    dead = store.write(tombstone_task_keys, plane, NOW + 1)
+    assert store.query(resolve_task, "plane:PROJ-42") == dead
+    assert isinstance(store.query(resolve_task, "PROJ-42"), Ambiguous)
+    assert store.query(find_task, "PROJ-42") == jira  # the looking-only lookup: newest live
+
+
+def test_the_round_robin_read_walks_live_tasks_by_id_and_wraps(store: Store) -> None:
+    from state.tickets import next_live_ticket
+
+    a, b, c = (store.write(insert_task, new_task(f"i{n}", f"K-{n}"), NOW) for n in (1, 2, 3))
+    store.write(update_task, b, NOW, stage=Stage.DONE)  # terminal: never read
+    walked = []
+    cursor = 0
+    for _ in range(4):
+        found = store.query(next_live_ticket, "plane", cursor)
+        assert found is not None
+        cursor = found[0]
+        walked.append(found[3])
+    assert walked == ["K-1", "K-3", "K-1", "K-3"]
+    assert store.query(next_live_ticket, "jira", 0) is None
+    assert (a.id, c.id) == (store.query(next_live_ticket, "plane", 0)[0], cursor)  # type: ignore[index]

@@ -1,80 +1,28 @@
-"""Gitea or Forgejo behind the tracker port: webhooks read without I/O, the API on demand."""
+"""Gitea or Forgejo behind the tracker port (``labels.tracker.LabelTracker``), built from
+``[trackers.gitea]``."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
-from datetime import datetime
 
 import httpx
 
-from integrations.trackers.base import (
-    Gone,
-    Headers,
-    Notice,
-    Projects,
-    Signal,
-    Ticket,
-    TicketRef,
-    TrackerError,
-    TrackerEvent,
-    TrackerSettings,
-)
+from integrations.trackers.base import Projects, TrackerSettings
 from integrations.trackers.gitea import webhooks
 from integrations.trackers.gitea.api import HINTS, GiteaIssuesApi, api_headers
 from integrations.trackers.gitea.settings import GiteaSettings
 from integrations.trackers.http_api import Clock, JsonApi, Sleep
 from integrations.trackers.labels.issues import ProjectMap
 from integrations.trackers.labels.rules import LabelRules
+from integrations.trackers.labels.tracker import LabelTracker
+
+GiteaTracker = LabelTracker
 
 _NO_API = (
     "no Gitea API is configured: set [trackers.gitea] base_url and token "
     "(CONVEYOR_GITEA_BASE_URL, CONVEYOR_GITEA_TOKEN)"
 )
-
-
-@dataclass
-class GiteaTracker:
-    """One Gitea or Forgejo instance and the repositories mapped to conveyor."""
-
-    settings: GiteaSettings
-    reader: webhooks.Reader
-    issues: GiteaIssuesApi | None  # None without a base_url and a token
-
-    @property
-    def name(self) -> str:
-        return webhooks.TRACKER
-
-    @property
-    def has_api(self) -> bool:
-        return self.issues is not None
-
-    def verify(self, headers: Headers, body: bytes, *, now: float) -> None:
-        webhooks.verify(headers, body, self.settings.webhook_secret.get_secret_value())
-
-    def parse(self, headers: Headers, body: bytes) -> TrackerEvent:
-        return self.reader.parse(headers, body)
-
-    def signal_for_labels(self, added: frozenset[str]) -> Signal | None:
-        return self.reader.rules.for_labels(added)
-
-    async def complete(self, event: TrackerEvent) -> TrackerEvent:
-        return event  # a Gitea delivery carries the whole issue
-
-    async def read(self, ref: TicketRef) -> Ticket | Gone:
-        return await self._api().read(ref)
-
-    async def changed_since(self, project: str, since: datetime) -> list[Ticket]:
-        return await self._api().changed_since(project, since)
-
-    async def comment(self, ref: TicketRef, notice: Notice) -> None:
-        await self._api().comment(ref, notice)
-
-    def _api(self) -> GiteaIssuesApi:
-        if self.issues is None:
-            raise TrackerError(_NO_API)
-        return self.issues
 
 
 def build(
@@ -84,7 +32,7 @@ def build(
     *,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.time,
-) -> GiteaTracker:
+) -> LabelTracker:
     """The tracker for ``[trackers.gitea]``; ``sleep`` and ``clock`` are ports for tests."""
     if not isinstance(settings, GiteaSettings):
         raise TypeError(f"Gitea needs GiteaSettings, not {type(settings).__name__}")
@@ -92,16 +40,18 @@ def build(
     mapped = ProjectMap(webhooks.TRACKER, dict(projects))
     reader = webhooks.Reader(mapped, rules, settings.bot_login)
     token = settings.token.get_secret_value()
-    if not (token and settings.base_url):
-        return GiteaTracker(settings, reader, None)
-    api = JsonApi(
-        http,
-        name="Gitea",
-        base_url=settings.base_url + "/api/v1",
-        headers=api_headers(token),
-        secrets=settings.secrets(),
-        hints=HINTS,
-        sleep=sleep,
-        clock=clock,
-    )
-    return GiteaTracker(settings, reader, GiteaIssuesApi(api, mapped, rules))
+    issues = None
+    if token and settings.base_url:
+        api = JsonApi(
+            http,
+            name="Gitea",
+            base_url=settings.base_url + "/api/v1",
+            headers=api_headers(token),
+            secrets=settings.secrets(),
+            hints=HINTS,
+            sleep=sleep,
+            clock=clock,
+        )
+        issues = GiteaIssuesApi(api, mapped, rules)
+    secret = settings.webhook_secret
+    return LabelTracker(webhooks.TRACKER, secret, webhooks.verify, reader, issues, _NO_API)
