@@ -203,12 +203,14 @@ def dedupe(findings: list[Finding]) -> list[Finding]:
 
 
 def database_finding(url: str) -> Finding | None:
-    """Whether the database answers a `SELECT 1` (None: it does)."""
+    """Whether the database answers a `SELECT 1`, and a shared one is at the schema this
+    conveyor needs (None: both hold)."""
+    from bot.errors import ConfigError
     from bot.startup import DatabaseUnreachable, probe_database
 
     try:
-        probe_database(url)
-    except DatabaseUnreachable as exc:
+        probe_database(url, schema=True)
+    except (DatabaseUnreachable, ConfigError) as exc:
         return _problem("server.database_url", str(exc))
     return None
 

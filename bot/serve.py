@@ -64,7 +64,7 @@ def preflight(settings: Settings) -> None:
     problems = check.problems(findings)
     if problems:
         raise CheckFailed(problems)
-    startup.probe_database(settings.server.database_url)
+    startup.probe_database(settings.server.database_url, schema=True)
 
 
 def serve(

@@ -80,8 +80,10 @@ def _why(exc: Exception) -> str:
     return reason.rstrip(".") or type(exc).__name__
 
 
-def probe_database(url: str) -> None:
-    """`SELECT 1`, giving up after PROBE_TIMEOUT_SECONDS; DatabaseUnreachable otherwise."""
+def probe_database(url: str, *, schema: bool = False) -> None:
+    """`SELECT 1`, giving up after PROBE_TIMEOUT_SECONDS; DatabaseUnreachable otherwise.
+    With `schema`, a shared (PostgreSQL) database whose schema is not at head is a
+    ConfigError naming `conveyor db upgrade` (SQLite is upgraded by the server itself)."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
@@ -102,6 +104,11 @@ def probe_database(url: str) -> None:
     try:
         with _translated(url), engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+        if schema and parsed.get_backend_name() == "postgresql":
+            from bot.runtime import check_schema
+
+            with _translated(url):
+                check_schema(engine)
     finally:
         engine.dispose()
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
 
-from state.models import OPEN_STOP_STATUSES, JobStatus, ServerIdentity
 from state.models import Job as Job
+from state.models import JobStatus, ServerIdentity, StopStatus
 from state.schema import jobs, merge_leases, stop_records, tasks
 from state.store import insert_ignore
 
@@ -204,10 +204,22 @@ def requeue_expired(conn: Connection, job: Job, now: float) -> bool:
     return _back_to_queue(conn, job, now, jobs.c.lease_expires_at < now, live_task)
 
 
+WINDOW_STAGES = ("merge", "deploy")
+
+
 def _back_to_queue(conn: Connection, job: Job, now: float, *conditions: Any) -> bool:
-    """Running → queued for a fresh claim, unless the task is being stopped."""
+    """Running → queued for a fresh claim, unless the task is being stopped. A merge or
+    deploy job whose stop is *deferred* does go back: its window must close (the merge
+    settled, never done twice) before the finalizer can apply that stop."""
     open_stop = exists().where(
-        stop_records.c.task_id == jobs.c.task_id, stop_records.c.status.in_(OPEN_STOP_STATUSES)
+        stop_records.c.task_id == jobs.c.task_id,
+        or_(
+            stop_records.c.status == StopStatus.OPEN.value,
+            and_(
+                stop_records.c.status == StopStatus.DEFERRED.value,
+                jobs.c.stage.not_in(WINDOW_STAGES),
+            ),
+        ),
     )
     result = conn.execute(
         update(jobs)

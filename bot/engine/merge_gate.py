@@ -31,7 +31,10 @@ def take_lease(conn: Connection, job: Job, task_id: int, now: float) -> Task | N
     """The task, once it holds its repo's merge lease; None when stopping or in line (the
     job then waits its turn in the queue)."""
     task = get_task(conn, task_id)
-    if task is None or task.terminal or task.cancel_requested_at is not None:
+    # A merge that had begun (a crash, then this re-run) goes on whatever the stop says:
+    # its stop is deferred until the window closes, which only this job can do.
+    resuming = task is not None and task.merge_initiated_at is not None and task.merged_at is None
+    if task is None or task.terminal or (task.cancel_requested_at is not None and not resuming):
         # Never leave a running merge job behind a stop: it would hold the window open.
         jobs.finish_job(conn, job.id, job.run_id or "", JobStatus.CANCELLED, now)
         return None

@@ -36,9 +36,20 @@ def still_runnable(conn: Connection, job: Job) -> Task | None:
     task = get_task(conn, job.task_id)
     if current is None or current.status is not JobStatus.RUNNING or current.run_id != job.run_id:
         return None
-    if task is None or task.terminal or task.cancel_requested_at is not None:
+    if task is None or task.terminal:
+        return None
+    if task.cancel_requested_at is not None and not _window_to_close(conn, job, task):
         return None
     return task
+
+
+def _window_to_close(conn: Connection, job: Job, task: Task) -> bool:
+    """A merge or deploy job re-run (after a crash) while its task's stop is deferred:
+    it runs, so that the window closes and the finalizer can apply the stop."""
+    if job.stage not in jobs.WINDOW_STAGES:
+        return False
+    record = stops.open_stop(conn, task.id)
+    return record is not None and record.status is StopStatus.DEFERRED
 
 
 # -- agent stages --------------------------------------------------------------------------

@@ -44,14 +44,44 @@ def merge_branch(repo: RepoSpec, branch: str, message: str, scratch_root: Path) 
         base = _require_sha(git_repo, f"refs/remotes/{repo.remote}/{repo.default_branch}")
         head = _task_head(git_repo, repo, branch)
         scratch = scratch_root / _repo_dir(repo) / f".merge-{secrets.token_hex(6)}"
+        if _contains(git_repo, base, head):  # an earlier run's push landed it already
+            return MergeResult(merged=True, sha=base, conflict=None)
         try:
             result = _merge_in_scratch(git_repo, scratch, base, head, message)
             if result.merged and result.sha != base:
-                _push_default(git_repo, repo, str(result.sha))
+                try:
+                    _push_default(git_repo, repo, str(result.sha))
+                except GitError:
+                    # The default branch moved under us. When what moved it was an earlier
+                    # run's own push (a crash mid-merge, then this re-run), the task is
+                    # merged: say so, rather than a failure that hides a merge.
+                    landed = _landed(git_repo, repo, head)
+                    if landed is None:
+                        raise
+                    return MergeResult(merged=True, sha=landed, conflict=None)
                 _advance_local_default(git_repo, repo, str(result.sha))
         finally:
             _discard_scratch(git_repo, scratch)
     return result
+
+
+def _contains(git_repo: Repo, tip: str, commit: str) -> bool:
+    """Whether `commit` is reachable from `tip` (already part of that history)."""
+    try:
+        git_repo.git.merge_base("--is-ancestor", commit, tip)
+    except GitCommandError:
+        return False
+    return True
+
+
+def _landed(git_repo: Repo, repo: RepoSpec, head: str) -> str | None:
+    """The remote default branch's head once it holds `head`, else None."""
+    try:
+        _fetch(git_repo, repo)
+    except GitError:
+        return None
+    now = _sha(git_repo, f"refs/remotes/{repo.remote}/{repo.default_branch}")
+    return now if now and _contains(git_repo, now, head) else None
 
 
 def _task_head(git_repo: Repo, repo: RepoSpec, branch: str) -> str:

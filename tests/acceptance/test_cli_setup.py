@@ -309,12 +309,48 @@ def test_check_says_when_the_database_does_not_answer(tmp_path: Path) -> None:
     )
 
 
-def test_check_accepts_a_postgres_that_answers(tmp_path: Path) -> None:
-    url = os.environ.get("CONVEYOR_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("CONVEYOR_TEST_POSTGRES_URL is not set")
+def test_check_accepts_a_postgres_that_answers(tmp_path: Path, postgres_url: str) -> None:
     repo, _ = make_repo(tmp_path)
     example_config(tmp_path, repo.path)
-    done = conveyor(tmp_path, "check", env={"CONVEYOR_DATABASE_URL": url})
+    done = conveyor(tmp_path, "check", env={"CONVEYOR_DATABASE_URL": postgres_url})
     assert done.returncode == 0, done.stdout
     assert "problem:" not in done.stdout
+
+
+def test_check_names_a_shared_database_not_yet_upgraded(
+    tmp_path: Path, empty_postgres_url: str
+) -> None:
+    repo, _ = make_repo(tmp_path)
+    example_config(tmp_path, repo.path)
+    env = {"CONVEYOR_DATABASE_URL": empty_postgres_url}
+    done = conveyor(tmp_path, "check", env=env)
+    assert done.returncode == 2, done.stdout
+    problems = [line for line in done.stdout.splitlines() if line.startswith("problem:")]
+    assert problems == [
+        "problem: server.database_url: the database schema is at revision none, this "
+        "conveyor needs 0004: run `conveyor db upgrade` against server.database_url once, "
+        "then start"
+    ]
+
+
+def test_serve_on_a_shared_database_not_yet_upgraded_is_one_line_exit_2(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    from alembic import command
+
+    from state.db import alembic_config, make_engine
+
+    engine = make_engine(postgres_url)
+    command.downgrade(alembic_config(engine), "0003")
+    engine.dispose()
+    repo, _ = make_repo(tmp_path)
+    example_config(tmp_path, repo.path)
+    port = free_port()
+    env = {"CONVEYOR_DATABASE_URL": postgres_url, "CONVEYOR_PORT": str(port)}
+    done = conveyor(tmp_path, "serve", env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("conveyor: ")]
+    assert len(errors) == 1 and "run `conveyor db upgrade`" in errors[0], done.stderr
+    with socket.socket() as s:  # nothing was bound
+        s.bind(("127.0.0.1", port))

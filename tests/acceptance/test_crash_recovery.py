@@ -208,3 +208,59 @@ def _assert_done_once(
     until(lambda: len(plane.comments) >= 1, 5, "comment")
     time.sleep(0.3)
     assert len(plane.comments) == 1
+
+
+def _slow_main_pushes(bare: Path, seconds: float) -> None:
+    """Pushes of the default branch take `seconds` on the remote (a slow merge); the
+    feature branch pushes stay fast."""
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        "while read old new ref; do\n"
+        f'  if [ "$ref" = refs/heads/main ]; then sleep {seconds}; fi\n'
+        "done\n"
+    )
+    hook.chmod(0o755)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_deferred_stop_survives_a_crash_during_the_merge(tmp_path: Path) -> None:
+    """kill -9 while the merge is in its critical window with a STOP deferred: after the
+    restart the merge's outcome is settled (never a second merge) and the deferred stop
+    is applied, instead of the task waiting in `merge` for ever."""
+    from tests.gitrepo import git
+
+    repo, bare = make_repo(tmp_path)
+    _slow_main_pushes(bare, 4.0)
+    doc = base_settings(tmp_path, repo, **{"workers.lease_seconds": 2})
+    config = tmp_path / "conveyor.toml"
+    config.write_text(to_toml(doc))
+    server = Server(tmp_path, config, free_port())
+    h = Harness.__new__(Harness)  # only for its payload builder
+    h.sent = 0
+    try:
+        server.start()
+        assert server.send(h.payload("To Analyse")).json()["outcome"] == "started"
+
+        def merging() -> bool:
+            task = server.get("/tasks/PROJ-42").get("task", {})
+            return task.get("merge_initiated_at") is not None and task.get("merged_at") is None
+
+        until(merging, 90, "merge started")
+        answer = server.send(h.payload("STOP")).json()
+        assert answer["outcome"] == "stop_deferred", answer
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(20)
+        server.start()
+        done = until(lambda: _cancelled(server), 60, "deferred stop applied after restart")
+        assert done["task"]["merged_at"] is not None  # the push had begun: it stays merged
+        kinds = [e["kind"] for e in done["audit"]]
+        assert kinds.count("deferred_stop_applied") == 1 and kinds.count("cancelled") == 1
+        merges = git(bare, "log", "--merges", "--format=%s", "main").splitlines()
+        assert len(merges) == 1, merges  # merged once, never twice
+        assert "conveyor/proj-42" not in git(bare, "for-each-ref", "--format=%(refname:short)")
+        assert not Path(done["task"]["worktree_path"]).exists()
+    finally:
+        server.stop()
