@@ -22,6 +22,7 @@ import uvicorn
 from bot import check, startup
 from bot.app import create_app
 from bot.errors import ConfigError, ConveyorError
+from bot.http_limits import connection_limits
 from bot.services import Services
 from bot.settings import Settings
 
@@ -98,6 +99,7 @@ def serve(
             log_config=None,
             access_log=False,
             lifespan="on",
+            **connection_limits(settings),
         )
         server = _Server(uvicorn_config)
         server.run(sockets=[sock])
@@ -121,7 +123,9 @@ def serving_in_thread(
     sock.bind((host, 0))  # the kernel's free port, held from now on: no race with others
     port = sock.getsockname()[1]
     app = create_app(settings, configure=configure)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", **connection_limits(settings)
+    )
     server = _Ending(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="conveyor-server", daemon=True

@@ -359,8 +359,12 @@ def test_task_key_forms() -> None:
     assert task_key("PROJ", 42, ISSUE) == "PROJ-42"
     assert task_key(None, 42, ISSUE) == "plane-42"
     assert task_key("", 42, ISSUE) == "plane-42"
-    assert task_key("PROJ", None, ISSUE) == "plane-20617384"
-    assert task_key(None, None, ISSUE) == "plane-20617384"
+    assert task_key("PROJ", None, ISSUE) == f"plane-{ISSUE}"
+    assert task_key(None, None, ISSUE) == f"plane-{ISSUE}"
+    # A UUID that starts with digits is not ticket #20617384's key.
+    assert task_key(None, None, "20617384-0000-4000-8000-000000000000") != task_key(
+        None, 20617384, ISSUE
+    )
 
 
 # --- build_v1_payload ---------------------------------------------------------------

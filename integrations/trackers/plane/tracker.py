@@ -257,9 +257,9 @@ class PlaneTracker:
 
 
 def _with_key(ticket: Ticket, identifier: str, web: str) -> Ticket:
-    number = ticket.ref.key.rsplit("-", 1)[-1]
-    if not number.isdigit():
-        return ticket
+    prefix, _, number = ticket.ref.key.partition("-")
+    if prefix != "plane" or not (number.isascii() and number.isdigit()):
+        return ticket  # a key made from the issue id has no number to carry over
     key = f"{identifier}-{number}"
     url = f"{web}/browse/{key}/" if web else ticket.url
     return dataclasses.replace(ticket, ref=dataclasses.replace(ticket.ref, key=key), url=url)

@@ -90,12 +90,14 @@ def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
 
 
 def task_key(identifier: str | None, sequence_id: int | None, issue_id: str) -> str:
-    """Human key of a ticket: ``PROJ-42``, ``plane-42`` or ``plane-<issue id prefix>``."""
+    """Human key of a ticket: ``PROJ-42``, ``plane-42`` or ``plane-<issue id>``. The last
+    is the whole UUID, never a prefix: a prefix of digits would be another ticket's
+    ``plane-<sequence id>``."""
     if identifier and sequence_id is not None:
         return f"{identifier}-{sequence_id}"
     if sequence_id is not None:
         return f"plane-{sequence_id}"
-    return f"plane-{issue_id[:8]}"
+    return f"plane-{issue_id.lower()}"
 
 
 def parse_event(body: bytes, *, event_header: str | None = None) -> PlaneEvent:
