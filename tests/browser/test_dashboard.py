@@ -27,7 +27,7 @@ from tests.acceptance.test_events import plane_state
 from tests.gitrepo import make_repo
 from tests.harness import base_settings, write_agent
 
-ADMIN = "admin-token"  # base_settings' admin token
+ADMIN = "admin-token-0123456789"  # base_settings' admin token (tests/harness.py)
 READ = "read-token-for-the-dashboard"
 CHROMIUM = (
     os.environ.get("CONVEYOR_CHROMIUM")
