@@ -66,6 +66,7 @@ class PlaneTracker:
     ) -> None:
         self.settings = settings
         self.projects = dict(projects)
+        self._tags = webhook.project_tags(list(self.projects), dict(settings.project_identifiers))
         self.vocabulary = Vocabulary.of(
             settings.start_states, settings.stop_states, settings.confirm_deploy_states
         )
@@ -212,7 +213,8 @@ class PlaneTracker:
     def _ticket(self, event: PlaneEvent) -> Ticket:
         project = event.project_id or ""
         identifier = self.settings.project_identifiers.get(project)
-        key = webhook.task_key(identifier, event.sequence_id, event.issue_id)
+        tag = self._tags.get(project.lower(), "")
+        key = webhook.task_key(identifier, event.sequence_id, event.issue_id, tag)
         ticket = Ticket(
             ref=TicketRef(self.name, project, event.issue_id, key),
             title=event.title.replace("\x00", ""),
@@ -232,7 +234,7 @@ class PlaneTracker:
         identifier = self.settings.project_identifiers.get(project)
         sequence = item.get("sequence_id")
         seq = sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None
-        key = webhook.task_key(identifier, seq, issue_id)
+        key = webhook.task_key(identifier, seq, issue_id, self._tags.get(project.lower(), ""))
         return Ticket(
             ref=TicketRef(self.name, project, issue_id, key),
             title=str(item.get("name") or ""),
