@@ -1,6 +1,6 @@
-"""`server.read_token`: when set, every read endpoint (`/queue`, `/tasks*`, `/events`,
-`/ui*`) wants it, as `Authorization: Bearer <token>` or `?token=<token>` (what a browser's
-first visit and an EventSource can send). `/healthz`, `/readyz`, `/metrics`, the static
+"""`server.read_token`: when set, every read endpoint (`/queue`, `/tasks*`, `/servers`,
+`/events`, `/ui*`) wants it, as `Authorization: Bearer <token>` or `?token=<token>` (what
+a browser's first visit and an EventSource can send). `/healthz`, `/readyz`, `/metrics`, the static
 files and every write endpoint (which have their own admin token) stay as they are."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-GUARDED = ("/queue", "/tasks", "/events", "/ui")
+GUARDED = ("/queue", "/tasks", "/servers", "/events", "/ui")
 READ_METHODS = frozenset({"GET", "HEAD"})
 REFUSED = (
     "this endpoint needs the read token (server.read_token): send "

@@ -19,7 +19,15 @@ async def test_read_endpoints_need_the_read_token(tmp_path: Path) -> None:
     async with running(tmp_path, **{"server.read_token": READ, "server.admin_token": ADMIN}) as h:
         assert (await h.send("To Analyse")).status_code == 202  # webhooks: their own auth
         await wait_until(lambda: h.client.get("/tasks/PROJ-42", params={"token": READ}))
-        guarded = ("/queue", "/tasks", "/tasks/PROJ-42", "/tasks/PROJ-42/logs", "/ui", "/events")
+        guarded = (
+            "/queue",
+            "/tasks",
+            "/tasks/PROJ-42",
+            "/tasks/PROJ-42/logs",
+            "/servers",
+            "/ui",
+            "/events",
+        )
         for path in (*guarded, "/ui/tasks/PROJ-42", "/ui/tasks/PROJ-42/log"):
             refused = await h.client.get(path)
             assert refused.status_code == 401, path
@@ -28,7 +36,7 @@ async def test_read_endpoints_need_the_read_token(tmp_path: Path) -> None:
             wrong = await h.client.get(path, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401, path
             assert (await h.client.get(path, params={"token": "nope"})).status_code == 401
-        for path in ("/queue", "/tasks", "/tasks/PROJ-42", "/ui", "/ui/tasks/PROJ-42"):
+        for path in ("/queue", "/tasks", "/tasks/PROJ-42", "/servers", "/ui", "/ui/tasks/PROJ-42"):
             bearer = await h.client.get(path, headers={"Authorization": f"Bearer {READ}"})
             assert bearer.status_code == 200, path
             assert (await h.client.get(path, params={"token": READ})).status_code == 200, path
