@@ -19,6 +19,7 @@ import httpx
 from sqlalchemy import create_engine, select
 
 from bench.common import plane_body, plane_headers, stamp, task_key
+from integrations.names import safe_name
 from state.schema import stop_records, tasks
 
 MIXED_AGENT = """\
@@ -112,7 +113,7 @@ def wait_running(
 
 def _running(client: httpx.Client, data_dir: Path, ticket: int, stage: str) -> Running | None:
     key = task_key(ticket)
-    if not (data_dir / "docs" / key / "started").exists():
+    if not (data_dir / "docs" / safe_name(key) / "started").exists():
         return None
     doc: dict[str, Any] = client.get(f"/tasks/{key}").json()
     jobs = [j for j in doc.get("jobs", []) if j["stage"] == stage and j.get("pgid")]

@@ -9,13 +9,16 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
 
 from bot import runtime
 from bot.api import health
 from bot.api.http import http_exception, unexpected
 from bot.services import Services
 from bot.settings import Settings
+from bot.ui.access import ReadTokenGate
 from state.db import make_engine
 from state.store import Store
 
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 def all_routes() -> list[BaseRoute]:
     from bot.api import logs, meta, reconcile, retry, servers, stop, tasks
     from bot.intake import route as webhooks
+    from bot.ui import pages, streams
 
     return [
         *health.routes,
@@ -36,6 +40,8 @@ def all_routes() -> list[BaseRoute]:
         *retry.routes,
         *reconcile.routes,
         *servers.routes,
+        *pages.routes,
+        *streams.routes,
     ]
 
 
@@ -56,10 +62,18 @@ def create_app(
         )
         async with runtime.running(svc, configure=configure, background=start_background):
             app.state.services = svc
-            yield
+            try:
+                yield
+            finally:
+                if svc.feed is not None:
+                    await svc.feed.close()
         if own_store:
             svc.store.dispose()
 
     handlers: dict[Any, Any] = {HTTPException: http_exception, Exception: unexpected}
-    routes: Sequence[BaseRoute] = all_routes()
-    return Starlette(routes=list(routes), lifespan=lifespan, exception_handlers=handlers)
+    static = Mount("/static", StaticFiles(packages=[("bot.ui", "static")]), name="static")
+    routes: Sequence[BaseRoute] = [*all_routes(), static]
+    gate = Middleware(ReadTokenGate, token=settings.server.read_token.get_secret_value())
+    return Starlette(
+        routes=list(routes), lifespan=lifespan, exception_handlers=handlers, middleware=[gate]
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ CONTEXT_FIELDS = (
     "error",
 )
 REDACTED = "[redacted]"
+_AS_VALUE = r"(?<![A-Za-z0-9]){}(?![A-Za-z0-9])"
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -61,12 +63,38 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`time level logger: message key=value …`"""
+    """`time level logger: message key=value …`, one line per record whatever the
+    values hold: a value that is not a plain word is quoted and escaped as a JSON string,
+    so no value can end the line or add a field of its own (`x outcome=started` stays
+    inside its own quotes). A traceback follows on its own indented lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)
-        extra = " ".join(f"{k}={v}" for k, v in context(record).items())
-        return f"{base} {extra}" if extra else base
+        escaped = logging.makeLogRecord(vars(record))
+        escaped.msg, escaped.args = one_line(record.getMessage()), None
+        line = super().format(escaped)
+        extra = " ".join(f"{k}={text_value(v)}" for k, v in context(record).items())
+        if not extra:
+            return line
+        first, sep, trace = line.partition("\n")  # a traceback: after the fields
+        return f"{first} {extra}{sep}{trace}"
+
+
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:/@+-]{1,200}")
+
+
+def text_value(value: Any) -> str:
+    """A field's value for the text format: bare when it is a plain word, else quoted."""
+    text = value if isinstance(value, str) else str(value)
+    if isinstance(value, bool | int | float) or _PLAIN_VALUE.fullmatch(text):
+        return text
+    return json.dumps(text, ensure_ascii=True)
+
+
+def one_line(text: str) -> str:
+    """The message part of a line, with line breaks and control characters escaped."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in text)
 
 
 def utc_timestamp(created: float) -> str:
@@ -94,11 +122,16 @@ class RedactSecrets(logging.Filter):
         super().__init__()
         # Longest first, so a secret that contains another is replaced whole.
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        # A secret where it stands as a value: not touching a letter or digit on either
+        # side, so a short secret never eats part of another word (`started`).
+        self._pattern = (
+            re.compile("|".join(_AS_VALUE.format(re.escape(s)) for s in self.secrets))
+            if self.secrets
+            else None
+        )
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return text if self._pattern is None else self._pattern.sub(REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:

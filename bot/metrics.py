@@ -84,6 +84,14 @@ class Metrics:
             ["tracker"],
             registry=self.registry,
         )
+        self.admin_refusals = Counter(
+            "conveyor_admin_auth_refusals",
+            "Admin requests refused: a wrong token (401) or too many of them (429).",
+            ["answer"],
+            registry=self.registry,
+        )
+        for answer in ("401", "429"):
+            self.admin_refusals.labels(answer)  # present at 0 before the first refusal
         self.worktrees_swept = Counter(
             "conveyor_worktrees_swept",
             "Worktrees under this server's root swept because their task is terminal or "
@@ -100,6 +108,9 @@ class Metrics:
 
     def webhook(self, tracker: str, outcome: str) -> None:
         self.deliveries.labels(tracker, outcome).inc()
+
+    def admin_refused(self, answer: int) -> None:
+        self.admin_refusals.labels(str(answer)).inc()
 
     def reconcile_pass(self, tracker: str, result: str, missed: int) -> None:
         self.reconcile_passes.labels(tracker, result).inc()

@@ -22,6 +22,7 @@ import uvicorn
 from bot import check, startup
 from bot.app import create_app
 from bot.errors import ConfigError, ConveyorError
+from bot.http_limits import connection_limits
 from bot.services import Services
 from bot.settings import Settings
 
@@ -30,7 +31,18 @@ log = logging.getLogger(__name__)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class _Server(uvicorn.Server):
+class _Ending(uvicorn.Server):
+    """Ends the dashboard's open streams when shutdown starts: uvicorn waits for every
+    response to finish, and an event stream otherwise runs on for up to 15 s."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        from bot.ui.streams import end_streams
+
+        await end_streams(self.config.app)
+        await super().shutdown(sockets=sockets)
+
+
+class _Server(_Ending):
     """uvicorn re-raises the caught signal after shutdown (exit status -15/130); a clean
     shutdown on request is a success for conveyor, so only ask uvicorn to exit."""
 
@@ -87,6 +99,7 @@ def serve(
             log_config=None,
             access_log=False,
             lifespan="on",
+            **connection_limits(settings),
         )
         server = _Server(uvicorn_config)
         server.run(sockets=[sock])
@@ -110,8 +123,10 @@ def serving_in_thread(
     sock.bind((host, 0))  # the kernel's free port, held from now on: no race with others
     port = sock.getsockname()[1]
     app = create_app(settings, configure=configure)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", **connection_limits(settings)
+    )
+    server = _Ending(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="conveyor-server", daemon=True
     )

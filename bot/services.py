@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from bot.api.throttle import AuthThrottle
 from bot.clock import Clock, SystemClock
 from bot.engine.agents import AgentRegistry
 from bot.intake.health import TrackerHealth
 from bot.settings import RepoSettings, Settings
 from integrations.forges.base import Forge
+from integrations.names import safe_name
 from integrations.trackers.base import Tracker
 from state.models import ServerIdentity
 from state.store import Store
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
     from bot.engine.workers import WorkerPool
     from bot.metrics import Metrics
+    from bot.ui.feed import Feed
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ class Services:
     # wait ran out): an agent whose ticket went to STOP while we were down never restarts.
     claims_open: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # work behind answers
+    admin_throttle: AuthThrottle = field(default_factory=AuthThrottle)  # failed admin auth
+    feed: Feed | None = None  # the dashboard's change feed (GET /events), made on first use
 
     @property
     def data_dir(self) -> Path:
@@ -73,11 +78,13 @@ class Services:
     def worktrees_root(self) -> Path:
         return self.data_dir / "worktrees"
 
-    def docs_dir(self, task_key: str) -> Path:
-        return self.data_dir / "docs" / task_key
+    def docs_dir(self, name: str) -> Path:
+        """<data_dir>/docs/<name>, the name made safe (never a path out of docs/)."""
+        return self.data_dir / "docs" / safe_name(name)
 
-    def logs_dir(self, task_key: str) -> Path:
-        return self.data_dir / "logs" / task_key
+    def logs_dir(self, name: str) -> Path:
+        """<data_dir>/logs/<name>, the name made safe (never a path out of logs/)."""
+        return self.data_dir / "logs" / safe_name(name)
 
     def repo(self, name: str) -> RepoSettings | None:
         return self.settings.repo(name)

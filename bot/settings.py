@@ -31,6 +31,12 @@ from integrations.trackers.plane import PlaneSettings
 
 __all__ = ["PlaneSettings", "RepoSettings", "Settings", "load_settings", "settings_from_dict"]
 
+MIN_SECRET = 16
+SHORT_SECRET = (
+    "{key} is shorter than {n} characters; use a long random value "
+    "(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -42,8 +48,14 @@ class ServerSettings(_Section):
     database_url: str = "sqlite:///.conveyor/conveyor.db"
     data_dir: Path = Path(".conveyor")
     admin_token: SecretStr = SecretStr("")
+    read_token: SecretStr = SecretStr("")  # guards the read endpoints and the dashboard
     log_format: Literal["text", "json"] = "text"
     url: str = ""  # where CLI verbs find the server; empty: http://host:port
+    # Slow or idle clients are dropped (a connection is never held open forever):
+    header_timeout_seconds: Annotated[float, Field(ge=0.1, le=300)] = 10
+    body_timeout_seconds: Annotated[float, Field(ge=0.1, le=600)] = 30
+    keep_alive_seconds: Annotated[int, Field(ge=1, le=300)] = 5
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 200  # then 503
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
@@ -95,6 +107,15 @@ class AgentSettings(_Section):
     analysis: str = ""
     implementation: str = ""
     review: str = ""
+    pass_env: list[str] = []  # names or PREFIX_* globs of conveyor's env handed to agents
+    env: dict[str, str] = {}  # fixed extra variables for agents
+
+    @field_validator("pass_env", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class RepoSettings(_Section):
@@ -145,6 +166,29 @@ class Settings(_Section):
     agents: AgentSettings = AgentSettings()
     repos: list[RepoSettings] = []
 
+    @model_validator(mode="after")
+    def _secrets_long_enough(self) -> Settings:
+        short = next((key for key, value in self.chosen_secrets() if len(value) < MIN_SECRET), None)
+        if short is not None:
+            raise ValueError(SHORT_SECRET.format(key=short, n=MIN_SECRET))
+        return self
+
+    def chosen_secrets(self) -> list[tuple[str, str]]:
+        """(key, value) of every configured secret that a person chooses: the admin and
+        read tokens and every webhook secret (API keys are the trackers' to make)."""
+        out = [("server.admin_token", self.server.admin_token.get_secret_value())]
+        read_token = getattr(self.server, "read_token", None)
+        if isinstance(read_token, SecretStr):
+            out.append(("server.read_token", read_token.get_secret_value()))
+        for name in ADAPTERS:
+            out.append(
+                (
+                    f"trackers.{name}.webhook_secret",
+                    self.tracker(name).webhook_secret.get_secret_value(),
+                )
+            )
+        return [(key, value) for key, value in out if value]
+
     def repo_for_project(self, tracker: str, project: str | None) -> RepoSettings | None:
         """The repo mapped to a tracker's project, if any."""
         return next(
@@ -171,7 +215,10 @@ class Settings(_Section):
 
     def secrets(self) -> list[str]:
         """Every configured secret value (for redaction and the agent environment)."""
-        values = [self.server.admin_token.get_secret_value()]
+        values = [
+            self.server.admin_token.get_secret_value(),
+            self.server.read_token.get_secret_value(),
+        ]
         for name in ADAPTERS:
             values += self.tracker(name).secrets()
         return [v for v in values if v]
@@ -190,6 +237,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "CONVEYOR_DATABASE_URL": ("server", "database_url"),
     "CONVEYOR_DATA_DIR": ("server", "data_dir"),
     "CONVEYOR_ADMIN_TOKEN": ("server", "admin_token"),
+    "CONVEYOR_READ_TOKEN": ("server", "read_token"),
     "CONVEYOR_LOG_FORMAT": ("server", "log_format"),
     "CONVEYOR_URL": ("server", "url"),
     "CONVEYOR_WORKERS_CONCURRENCY": ("workers", "concurrency"),
@@ -253,6 +301,8 @@ def describe_error(exc: ValidationError) -> str:
     last = str(err["loc"][-1]) if err["loc"] else ""
     given = "<hidden>" if last in _SECRET_KEYS else repr(err.get("input"))
     kind = err["type"]
+    if kind == "value_error" and not err["loc"]:  # a check over the whole settings
+        return str(err.get("ctx", {}).get("error") or err["msg"])
     if kind == "extra_forbidden":
         return f"{loc} is not a known setting (check the spelling; see README's configuration)"
     if kind == "missing":

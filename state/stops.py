@@ -132,17 +132,24 @@ def stop_steps(record: StopRecord) -> dict[str, Any]:
 
 
 def mark_step(
-    conn: Connection, stop_id: str, step: str, result: Any, *, close_at: float | None = None
+    conn: Connection,
+    stop_id: str,
+    step: str,
+    result: Any,
+    *,
+    close_at: float | None = None,
+    at: float | None = None,
 ) -> StopRecord | None:
     """Record that a reset step finished, so a resumed reset never does it twice; with
-    `close_at`, the stop is done in the same write. The record as it now stands."""
+    `close_at`, the stop is done in the same write; `at` (when the step finished) goes
+    into a dict result as its `at`. The record as it now stands."""
     # The row is locked while its steps are rewritten: the owner of a host step may
     # amend a step while the runner records the next one.
     current = _locked_stop(conn, stop_id)
     if current is None:
         return None
     steps = stop_steps(current)
-    steps[step] = result
+    steps[step] = {**result, "at": at} if at is not None and isinstance(result, dict) else result
     encoded = json.dumps(steps, sort_keys=True, default=str)
     closing: dict[str, Any] = {}
     if close_at is not None:

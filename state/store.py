@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import Connection, Engine, Insert, bindparam, or_, select, text, update
+from sqlalchemy import Connection, Engine, Insert, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -207,6 +207,25 @@ def _like_literal(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def key_shared_with_other_ticket(conn: Connection, task: Task) -> bool:
+    """True when an earlier task of another ticket has the same key, whatever its case,
+    its ``#``/``-`` spelling or its tombstone: the later task's names get its id."""
+    key = original_key(task.key).lower()
+    spellings = {key, key.replace("#", "-")}
+    if "-" in key:
+        head, _, number = key.rpartition("-")
+        spellings.add(f"{head}#{number}")
+    lowered = func.lower(tasks.c.key)
+    matches = [lowered == k for k in spellings] + [
+        lowered.like(_like_literal(k) + "#cancelled-%", escape="\\") for k in spellings
+    ]
+    rows = conn.execute(
+        select(tasks.c.tracker, tasks.c.issue_id).where(tasks.c.id < task.id, or_(*matches))
+    )
+    mine = (task.tracker, original_key(task.issue_id))
+    return any((row.tracker, original_key(row.issue_id)) != mine for row in rows)
+
+
 def recent_tasks(conn: Connection, limit: int) -> list[Task]:
     """The most recently changed tasks, newest first."""
     rows = conn.execute(
@@ -224,7 +243,7 @@ def find_task(conn: Connection, ref: str) -> Task | None:
     ref = ref.strip()
     if not ref or "\x00" in ref:  # PostgreSQL refuses NUL in text; nothing matches it
         return None
-    if ref.isascii() and ref.isdigit() and 0 < int(ref) <= MAX_TASK_ID:
+    if ref.isascii() and ref.isdigit() and len(ref) <= 10 and 0 < int(ref) <= MAX_TASK_ID:
         task = get_task(conn, int(ref))
         if task:
             return task

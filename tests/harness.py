@@ -90,7 +90,7 @@ def base_settings(
         "server": {
             "database_url": f"sqlite:///{tmp_path / 'conveyor.db'}",
             "data_dir": str(tmp_path / "data"),
-            "admin_token": "admin-token",
+            "admin_token": "admin-token-0123456789",
         },
         "workers": {
             "concurrency": 2,

@@ -20,6 +20,7 @@ from state.refs import Ambiguous, resolve_task
 from state.stops import cleanups_for_task, stops_for_task
 from state.store import events_for_task, recent_tasks
 
+MAX_REF_CHARS = 200  # the store's key and issue id columns
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 BAD_LIMIT = "limit must be an integer from 1 to {max}, got {given!r}"
@@ -68,9 +69,10 @@ async def list_tasks(request: Request) -> Response:
 async def show_task(request: Request) -> Response:
     """One task by id, issue id or key, with its jobs, stops, audit trail and cleanups."""
     ref = request.path_params["ref"]
-    detail = await services(request).store.run_read(task_detail, ref)
+    too_long = len(ref) > MAX_REF_CHARS  # no key is longer: nothing to look up
+    detail = None if too_long else await services(request).store.run_read(task_detail, ref)
     if detail is None:
-        return error(404, NO_SUCH_TASK.format(ref=ref))
+        return error(404, NO_SUCH_TASK.format(ref=ref[:MAX_REF_CHARS]))
     if isinstance(detail, Ambiguous):
         return ambiguous(detail)
     return JSONResponse(detail)

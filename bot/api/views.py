@@ -43,7 +43,11 @@ def stop_view(record: StopRecord, handed: list[HostStep] | None = None) -> dict[
     """A stop record, with the reset steps it has finished as an object, and the steps
     handed to the servers that own them."""
     doc = _plain(asdict(record))
-    doc["steps"] = json.loads(record.steps or "{}")
+    steps = json.loads(record.steps or "{}")
+    doc["steps"] = {
+        name: _plain(result) if isinstance(result, dict) else result
+        for name, result in steps.items()
+    }
     doc["host_steps"] = [host_step_view(step) for step in handed or []]
     return doc
 

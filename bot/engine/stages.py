@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 from sqlalchemy import Connection
 
 from bot.engine import agent_logs, pr_open, releasing
 from bot.engine.branches import refuse_push_if_protected
+from bot.engine.environment import agent_base
+from bot.engine.task_names import task_names
 from bot.engine.ticket_file import write_ticket_file
 from bot.gitops import in_repo, off_loop, repo_spec
 from bot.services import Services
@@ -86,20 +87,20 @@ async def ensure_worktree(svc: Services, task: Task) -> Task | None:
         if present:
             return task
     repo = repo_spec(svc, task.repo)
+    names = await task_names(svc, task)
     try:
         tree = await in_repo(
-            git.create_worktree, repo, svc.worktrees_root, task.key, git.branch_name(task.key)
+            git.create_worktree, repo, svc.worktrees_root, names.directory, names.branch
         )
     except git.UnsafeBranchError:
         raise
     except git.GitError:  # a leftover of an earlier task of this ticket: use a fresh name
-        unique = f"{task.key}-{task.id}"
         tree = await in_repo(
             git.create_worktree,
             repo,
             svc.worktrees_root,
-            unique,
-            git.branch_name(task.key, suffix=str(task.id)),
+            f"{names.directory}-{task.id}",
+            names.fallback_branch,
         )
     recorded = await svc.store.run(
         _record_worktree, task.id, tree, svc.clock.now(), svc.server.id or None
@@ -133,27 +134,13 @@ def _record_worktree(
     return done
 
 
-# What an agent inherits from conveyor's own environment: never a copy of it (conveyor's
-# secrets, tokens and database URL stay here). DESIGN "Agent process contract".
-BASE_VARIABLES = ("PATH", "HOME", "USER", "LANG", "TERM", "TMPDIR", "SHELL")
-
-
-def base_environment(source: Mapping[str, str]) -> dict[str, str]:
-    """The allowlisted base variables (and LC_*) of `source`."""
-    return {
-        name: value
-        for name, value in source.items()
-        if name in BASE_VARIABLES or name.startswith("LC_")
-    }
-
-
-def agent_env(svc: Services, job: Job, task: Task, cwd: str) -> dict[str, str]:
-    """The agent process contract's environment."""
-    docs = svc.docs_dir(task.key)
+def agent_env(svc: Services, job: Job, task: Task, cwd: str, name: str) -> dict[str, str]:
+    """The agent process contract's environment (`name`: the task's directory name)."""
+    docs = svc.docs_dir(name)
     docs.mkdir(parents=True, exist_ok=True)
     ticket = write_ticket_file(docs, task)
     return {
-        **base_environment(os.environ),
+        **agent_base(svc.settings, os.environ),
         "CONVEYOR_TASK_ID": str(task.id),
         "CONVEYOR_TASK_KEY": task.key,
         "CONVEYOR_STAGE": job.stage,
@@ -170,11 +157,11 @@ def agent_env(svc: Services, job: Job, task: Task, cwd: str) -> dict[str, str]:
 
 async def run_process(svc: Services, job: Job, task: Task, command: str, *, cwd: str) -> int | None:
     """Spawn, record, wait with heartbeats; None when the job was taken away (a stop)."""
-    log_path = agent_logs.job_log_path(svc.logs_dir(task.key), job.id)
+    name = (await task_names(svc, task)).directory
+    log_path = agent_logs.job_log_path(svc.logs_dir(name), job.id)
     try:
-        proc = spawn_agent(
-            command, cwd=Path(cwd), env=agent_env(svc, job, task, cwd), log_path=log_path
-        )
+        env = agent_env(svc, job, task, cwd, name)
+        proc = spawn_agent(command, cwd=Path(cwd), env=env, log_path=log_path)
     except IntegrationError as exc:
         await settle(svc, job, task.id, exit_code=None, error=str(exc))
         return None

@@ -31,6 +31,7 @@ from bot.intake.lifecycle import (
     entered_start,
     remember_ticket,
 )
+from bot.intake.refs import ref_problem
 from bot.services import Services
 from integrations.trackers.base import Gone, Signal, Ticket, TicketRef, Tracker, TrackerError
 from state import tickets
@@ -113,7 +114,9 @@ async def _pass_project(
     report.tickets += len(changed)
     repo = svc.settings.repo_for_project(tracker.name, project)
     if repo is not None:
-        ordered = sorted(changed, key=_updated)
+        # A ticket whose id or key could pass for a tombstone is never acted on.
+        sane = [t for t in changed if ref_problem(t.ref) is None]
+        ordered = sorted(sane, key=_updated)
         for first in range(0, len(ordered), BATCH):
             await _act(svc, tracker, ordered[first : first + BATCH], repo.name, report)
     await svc.store.run(tickets.set_watermark, tracker.name, project, started, svc.clock.now())

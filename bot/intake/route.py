@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.api.bodies import BodyTooLarge, BodyTooSlow, read_limited
 from bot.api.http import error, services
 from bot.intake.answers import Answer, ignored
 from bot.intake.lifecycle import remember_ignored, route_once
+from bot.intake.refs import check_ref
 from bot.services import Services
 from integrations.trackers.base import Refused, Tracker, TrackerEvent
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 MAX_DEDUP_KEY_CHARS = 200  # the store's column; longer keys are hashed
 TOO_LARGE = f"body is larger than {MAX_BODY_BYTES} bytes; refusing"
+TOO_SLOW = "the body did not arrive in time; refusing"
 UNKNOWN_TRACKER = "no tracker named {name!r} (this server knows: {known})"
 
 
@@ -39,6 +42,11 @@ _SEEN_WHEN_IGNORED = frozenset(
 class TooLarge(Refused):
     status = 413
     reason = "too_large"
+
+
+class TooSlow(Refused):
+    status = 408
+    reason = "too_slow"
 
 
 async def tracker_webhook(request: Request) -> Response:
@@ -54,12 +62,15 @@ async def tracker_webhook(request: Request) -> Response:
     except Refused as refusal:
         # The delivery header is unsigned: it is not logged for a refused request.
         _account(svc, tracker.name, None, task=None, outcome="refused", reason=refusal.reason)
-        return error(refusal.status, refusal.message)
+        refused = error(refusal.status, refusal.message)
+        if isinstance(refusal, TooSlow):
+            refused.headers["Connection"] = "close"  # the rest of the body is not awaited
+        return refused
     answer = await intake(svc, tracker, event)
     _account(
         svc,
         tracker.name,
-        event.delivery_id,
+        event.delivery_id[:MAX_DEDUP_KEY_CHARS] if event.delivery_id else None,
         task=answer.task,
         outcome=answer.outcome,
         reason=answer.reason,
@@ -69,26 +80,28 @@ async def tracker_webhook(request: Request) -> Response:
 
 async def receive(request: Request, svc: Services, tracker: Tracker) -> TrackerEvent:
     """Size, signature over the raw bytes, then the event (completed from the API)."""
-    declared = request.headers.get("Content-Length", "").strip()
-    digits = declared.isascii() and declared.isdigit() and len(declared) < 12
-    if digits and int(declared) > MAX_BODY_BYTES:
-        raise TooLarge(TOO_LARGE)
     body = await read_body(request)
     tracker.verify(request.headers, body, now=svc.clock.now())
     event = tracker.parse(request.headers, body)
+    if event.ticket is not None:
+        check_ref(event.ticket.ref)
     if event.ignore is None:
         event = await tracker.complete(event)
+        if event.ticket is not None:
+            check_ref(event.ticket.ref)  # a key the tracker's API completed
     return event
 
 
 async def read_body(request: Request) -> bytes:
-    """The raw body, read chunk by chunk and abandoned as soon as it passes the limit."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise TooLarge(TOO_LARGE)
-    return bytes(body)
+    """The raw body, read chunk by chunk, abandoned as soon as it passes the limit or
+    takes longer than the body read timeout."""
+    try:
+        seconds = services(request).settings.server.body_timeout_seconds
+        return await read_limited(request, MAX_BODY_BYTES, seconds)
+    except BodyTooLarge:
+        raise TooLarge(TOO_LARGE) from None
+    except (BodyTooSlow, ClientDisconnect):
+        raise TooSlow(TOO_SLOW) from None
 
 
 async def intake(svc: Services, tracker: Tracker, event: TrackerEvent) -> Answer:

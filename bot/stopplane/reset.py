@@ -68,8 +68,11 @@ async def _run_steps(svc: Services, stop_id: str) -> None:
         failpoint(f"done:{name}")  # the step's effect is out, its record not yet in
         # The stop closes with its last step, so a crash before the comment resumes
         # and still sends it, and nobody sees a closed stop with a step missing.
-        close_at = svc.clock.now() if name == STEPS[-1][0] else None
-        rec = await svc.store.run(stops.mark_step, stop_id, name, result, close_at=close_at)
+        finished = svc.clock.now()
+        close_at = finished if name == STEPS[-1][0] else None
+        rec = await svc.store.run(
+            stops.mark_step, stop_id, name, result, close_at=close_at, at=finished
+        )
         failpoint(f"after:{name}")
         log.info(
             "reset step done",
@@ -280,7 +283,7 @@ def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
     final = _cancel(conn, rec, dead, trigger, "cancelled_graceful", counts, now)
     steps["terminal"] = {"outcome": final.outcome, "effects_committed": False, **counts}
     for name, result in steps.items():
-        rec = stops.mark_step(conn, stop_id, name, result) or rec
+        rec = stops.mark_step(conn, stop_id, name, result, at=now) or rec
     return rec
 
 

@@ -3,10 +3,8 @@ goes through (timeouts, no prompts, errors translated at the boundary)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,12 +21,11 @@ from integrations.branch_guard import (
     ref_format_problem,
 )
 from integrations.errors import IntegrationError
+from integrations.names import safe_name
 
 logger = logging.getLogger(__name__)
 
 NETWORK_TIMEOUT_SECONDS = 120.0
-_MAX_SLUG = 64
-_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
@@ -84,27 +81,14 @@ class DeleteResult:
 
 
 def branch_name(task_key: str, suffix: str | None = None) -> str:
-    """The task branch "conveyor/<key>[-<suffix>]", a valid ref name for any input."""
-    name = BRANCH_PREFIX + _slug(task_key)
-    return f"{name}-{_slug(suffix)}" if suffix else name
+    """The task branch "conveyor/<key>[-<suffix>]" through the one sanitiser: a valid
+    ref name for any input."""
+    return BRANCH_PREFIX + safe_name(task_key, suffix or "")
 
 
-def worktree_path(worktrees_root: Path, repo: RepoSpec, task_key: str) -> Path:
-    """Where the task's worktree lives: <root>/<repo name>/<sanitised key>."""
-    return worktrees_root / _repo_dir(repo) / _slug(task_key)
-
-
-def _slug(text: str) -> str:
-    """`text` as one safe ref component and directory name; a hash keeps altered keys apart."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    slug = _UNSAFE_RUN.sub("-", ascii_text)
-    slug = re.sub(r"\.{2,}", ".", slug)[:_MAX_SLUG].strip("-.")
-    if slug.endswith(".lock"):
-        slug = slug.removesuffix(".lock") + "-lock"
-    if slug and slug == text:
-        return slug
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{slug}-{digest}" if slug else f"task-{digest}"
+def worktree_path(worktrees_root: Path, repo: RepoSpec, name: str) -> Path:
+    """Where a worktree lives: <root>/<repo name>/<name made safe>."""
+    return worktrees_root / _repo_dir(repo) / safe_name(name)
 
 
 def _repo_dir(repo: RepoSpec) -> str:

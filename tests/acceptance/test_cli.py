@@ -24,7 +24,7 @@ from bot.settings import settings_from_dict
 from tests.gitrepo import make_repo
 from tests.harness import COOPERATIVE_AGENT, PROJECT, SECRET, base_settings, write_agent
 
-TOKEN = "admin-token"  # what base_settings gives the server
+TOKEN = "admin-token-0123456789"  # what base_settings gives the server
 
 
 @dataclass
@@ -237,7 +237,7 @@ def test_stop_with_a_wrong_token_is_one_line(
     server: Server, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     start_task(server, capsys, monkeypatch)
-    monkeypatch.setenv("CONVEYOR_ADMIN_TOKEN", "not-the-token")
+    monkeypatch.setenv("CONVEYOR_ADMIN_TOKEN", "not-the-token-0123456789")
     code, out, err = run(capsys, "stop", "PROJ-42", "--url", server.url)
     assert code == 1 and out == ""
     assert (

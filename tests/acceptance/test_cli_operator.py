@@ -24,7 +24,7 @@ from tests.acceptance.test_operator import flaky_agent
 from tests.gitrepo import make_repo
 from tests.harness import PROJECT, SECRET, base_settings, write_agent
 
-TOKEN = "admin-token"  # what base_settings gives the server
+TOKEN = "admin-token-0123456789"  # what base_settings gives the server
 TICKING_AGENT = """\
 #!/bin/sh
 for n in 1 2 3 4 5 6; do echo "tick $n"; sleep 0.3; done

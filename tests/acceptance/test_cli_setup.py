@@ -256,10 +256,13 @@ def test_the_start_up_line_says_what_is_in_use_and_no_secret(tmp_path: Path) -> 
     example_config(
         tmp_path,
         repo.path,
-        **{'admin_token = ""': 'admin_token = "tok-do-not-print"'},
+        **{'admin_token = ""': 'admin_token = "tok-do-not-print-0123456789"'},
     )
     port = free_port()
-    env = {"CONVEYOR_PORT": str(port), "CONVEYOR_PLANE_WEBHOOK_SECRET": "wh-do-not-print"}
+    env = {
+        "CONVEYOR_PORT": str(port),
+        "CONVEYOR_PLANE_WEBHOOK_SECRET": "wh-do-not-print-0123456789",
+    }
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli.main", "serve"],
@@ -286,10 +289,11 @@ def test_the_start_up_line_says_what_is_in_use_and_no_secret(tmp_path: Path) -> 
     start = next(line for line in out.splitlines() if "conveyor starting" in line)
     assert f"url=http://127.0.0.1:{port}" in start
     assert f"config={tmp_path / 'conveyor.toml'}" in start
-    assert f"database=SQLite {'.conveyor/conveyor.db'}" in start
-    assert f"repos=app={repo.path} (plane)" in start
-    assert "trackers=plane (webhooks)" in start
-    assert "agents=analysis=claude implementation=claude review=claude" in start
+    # Values with spaces are quoted in the text format (no value can forge a field).
+    assert 'database="SQLite .conveyor/conveyor.db"' in start
+    assert f'repos="app={repo.path} (plane)"' in start
+    assert 'trackers="plane (webhooks)"' in start
+    assert 'agents="analysis=claude implementation=claude review=claude"' in start
     assert "do-not-print" not in out
 
 

@@ -27,7 +27,7 @@ from tests.acceptance.test_cli import wait_for as cli_wait_for
 from tests.gitrepo import make_repo
 from tests.harness import COOPERATIVE_AGENT, PROJECT, SECRET, base_settings, write_agent
 
-TOKEN = "admin-token"  # what base_settings gives the server
+TOKEN = "admin-token-0123456789"  # what base_settings gives the server
 SECRETS = {
     "github": "gh-webhook-secret-0123456789",
     "gitea": "gitea-webhook-secret-0123456789",

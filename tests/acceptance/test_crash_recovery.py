@@ -149,7 +149,7 @@ def until(check: Any, timeout: float, what: str) -> Any:
 def running_job(server: Server) -> dict[str, Any] | None:
     doc = server.get("/tasks/PROJ-42")
     jobs = [j for j in doc.get("jobs", []) if j["stage"] == "implementation" and j.get("pid")]
-    docs = Path(server.tmp_path / "data" / "docs" / "PROJ-42" / "started")
+    docs = Path(server.tmp_path / "data" / "docs" / "proj-42" / "started")
     return jobs[0] if jobs and docs.exists() else None
 
 
@@ -253,7 +253,7 @@ def _assert_done_once(
     kinds = [e["kind"] for e in doc["audit"]]
     assert kinds.count("cancelled") == 1 and kinds.count("stop_requested") == 1
     assert not Path(doc["task"]["worktree_path"]).exists()
-    assert "conveyor/PROJ-42" not in git(bare, "for-each-ref", "--format=%(refname:short)")
+    assert "conveyor/proj-42" not in git(bare, "for-each-ref", "--format=%(refname:short)")
     assert processes_with_env("CONVEYOR_RUN_ID", job["run_id"]) == []
     until(lambda: len(plane.comments) >= 1, 5, "comment")
     time.sleep(0.3)
@@ -378,7 +378,7 @@ def test_a_deferred_stop_survives_a_crash_during_the_merge(tmp_path: Path) -> No
         assert kinds.count("deferred_stop_applied") == 1 and kinds.count("cancelled") == 1
         merges = git(bare, "log", "--merges", "--format=%s", "main").splitlines()
         assert len(merges) == 1, merges  # merged once, never twice
-        assert "conveyor/PROJ-42" not in git(bare, "for-each-ref", "--format=%(refname:short)")
+        assert "conveyor/proj-42" not in git(bare, "for-each-ref", "--format=%(refname:short)")
         assert not Path(done["task"]["worktree_path"]).exists()
     finally:
         server.stop()

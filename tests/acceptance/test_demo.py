@@ -19,8 +19,8 @@ BASIC_CLAIMS = [
     r"process group \(pid = pgid\) \d+ stopped gracefully \(SIGTERM\)",
     r"no agent process is left",
     r"jobs: 1 cancelled, none running",
-    r"worktree removed: \S+/worktrees/app/DEMO-1 is gone",
-    r"remote branch conveyor/DEMO-1 deleted: git ls-remote finds no such branch",
+    r"worktree removed: \S+/worktrees/app/demo-1 is gone",
+    r"remote branch conveyor/demo-1 deleted: git ls-remote finds no such branch",
     r"default branch main untouched: (\w{7}) before and \1 after",
     r"keys tombstoned: issue id [0-9a-f-]{36}#cancelled-1, key DEMO-1#cancelled-1",
     r"task DEMO-1 is cancelled \(cancelled_graceful\)",
@@ -32,7 +32,7 @@ DEFERRED_CLAIMS = [
     r"the merge finished honestly: exactly 1 merge commit on main",
     r"effects_committed=true",
     r"worktree removed: \S+ is gone",
-    r"remote branch conveyor/DEMO-1 deleted",
+    r"remote branch conveyor/demo-1 deleted",
     r"keys tombstoned: issue id \S+#cancelled-1",
 ]
 
@@ -93,7 +93,7 @@ def test_demo_keep_says_where_to_look(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     kept = [p for p in temp.iterdir() if p.name.startswith("conveyor-demo-")]
     assert len(kept) == 1
-    for what in ("conveyor.db", "logs/server.log", "data/logs/DEMO-1"):
+    for what in ("conveyor.db", "logs/server.log", "data/logs/demo-1"):
         assert f"{kept[0]}/{what}" in done.stdout
         assert (kept[0] / what).exists()
     log = (kept[0] / "logs" / "server.log").read_text()

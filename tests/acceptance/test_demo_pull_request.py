@@ -14,11 +14,11 @@ PULL_REQUEST_CLAIMS = [
     r"passed and pushed: pull request #1 opened \(https://\S+/demo/app/pull/1\)",
     r"checks pending: the merge stage waited outside the critical window",
     r"merged through the forge \(merge commit \w{7}\); task done",
-    r'pull request #1 from conveyor/DEMO-1 to main: "DEMO-1: Demo ticket"',
+    r'pull request #1 from conveyor/demo-1 to main: "DEMO-1: Demo ticket"',
     r"the forge was asked [3-9] times whether it merges; the merge began after",
     r"the merge finished honestly: exactly 1 merge commit on main",
     r"pull request merged on the forge by (\w{7}), main's head",
-    r"merged branch conveyor/DEMO-1 deleted: git ls-remote finds no such branch",
+    r"merged branch conveyor/demo-1 deleted: git ls-remote finds no such branch",
     r"task DEMO-1 is done",
 ]
 

@@ -33,7 +33,7 @@ from tests.harness import PROJECT, Harness, base_settings, running, wait_until, 
 
 ISSUE = "20617384-0d13-472c-a860-e7f89295b2f5"  # the harness's default ticket, PROJ-42
 OTHER_ISSUE = "3f0c2a51-7d1e-4b8a-9c6d-5e4f3a2b1c0d"  # PROJ-43
-ADMIN = {"X-Admin-Token": "admin-token"}
+ADMIN = {"X-Admin-Token": "admin-token-0123456789"}
 
 FAILING_AGENT = """\
 #!/bin/sh
@@ -189,7 +189,7 @@ async def test_failing_agent_is_retried_with_backoff_then_blocked_and_can_still_
         assert blocked[0]["detail"] == {"stage": "implementation", "reason": "exit status 3"}
         assert await h.store.run_read(jobs.lease_holder, "app") is None
         assert Path(task.worktree_path or "").is_dir()  # a blocked task keeps its worktree
-        assert "conveyor/PROJ-42" in h.remote_branches()  # pushed after analysis
+        assert "conveyor/proj-42" in h.remote_branches()  # pushed after analysis
 
         # Blocked is not terminal: a STOP still resets the task.
         answer = await h.send("STOP")
@@ -197,7 +197,7 @@ async def test_failing_agent_is_retried_with_backoff_then_blocked_and_can_still_
         done = await settled(h, "PROJ-42", Stage.CANCELLED)
         assert done.id == task.id and done.outcome == "cancelled_graceful"
         assert not Path(task.worktree_path or "").exists()
-        assert "conveyor/PROJ-42" not in h.remote_branches()
+        assert "conveyor/proj-42" not in h.remote_branches()
         assert [j.status for j in await h.jobs(task.id)] == [JobStatus.SUCCEEDED] + [
             JobStatus.FAILED
         ] * 3
@@ -364,7 +364,7 @@ async def test_stop_between_claim_and_spawn_never_starts_the_agent(
 
         assert h.svc.agents.running == {}
         logs = h.svc.data_dir / "logs"
-        assert sorted(p.name for p in logs.iterdir()) == ["PROJ-43"]  # the control's only
+        assert sorted(p.name for p in logs.iterdir()) == ["proj-43"]  # the control's only
         assert processes_with_env("CONVEYOR_RUN_ID", claimed.run_id or "") == []
         assert (h.svc.logs_dir("PROJ-43") / f"{control.id}.log").is_file()
         control_job = (await h.jobs(control.task_id))[0]
@@ -376,8 +376,8 @@ async def test_stop_between_claim_and_spawn_never_starts_the_agent(
         assert [(j.id, j.status) for j in stopped] == [(claimed.id, JobStatus.CANCELLED)]
         assert stopped[0].pid is None and stopped[0].log_path is None
         # Nothing was made for it: no worktree, no docs dir (the control has both).
-        assert [p.name for p in (h.svc.worktrees_root / "app").iterdir()] == ["PROJ-43"]
-        assert [p.name for p in (h.svc.data_dir / "docs").iterdir()] == ["PROJ-43"]
+        assert [p.name for p in (h.svc.worktrees_root / "app").iterdir()] == ["proj-43"]
+        assert [p.name for p in (h.svc.data_dir / "docs").iterdir()] == ["proj-43"]
 
 
 async def test_stop_while_the_worktree_is_made_never_starts_the_agent(tmp_path: Path) -> None:
@@ -405,8 +405,8 @@ async def test_stop_while_the_worktree_is_made_never_starts_the_agent(tmp_path: 
         assert processes_with_env("CONVEYOR_RUN_ID", claimed.run_id or "") == []
         logs = h.svc.data_dir / "logs"
         assert not logs.exists() or list(logs.iterdir()) == [], "agent spawned after the stop"
-        assert not (h.svc.worktrees_root / "app" / "PROJ-42").exists(), "worktree left behind"
-        assert "conveyor/PROJ-42" not in git(h.repo.path, "branch", "--format=%(refname:short)")
+        assert not (h.svc.worktrees_root / "app" / "proj-42").exists(), "worktree left behind"
+        assert "conveyor/proj-42" not in git(h.repo.path, "branch", "--format=%(refname:short)")
 
 
 # -- 6. start-up reconciliation --------------------------------------------------------------

@@ -13,7 +13,7 @@ from state.models import JobStatus, Stage
 from tests.acceptance.test_engine import events, idle_app, of_kind, settled, stage_jobs
 from tests.harness import Harness, running, write_agent
 
-ADMIN = {"X-Admin-Token": "admin-token"}  # what base_settings gives the server
+ADMIN = {"X-Admin-Token": "admin-token-0123456789"}  # what base_settings gives the server
 
 
 def flaky_agent(tmp_path: Path) -> tuple[str, Path]:

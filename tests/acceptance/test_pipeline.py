@@ -37,7 +37,7 @@ async def test_start_to_done_with_merge_and_deploy(tmp_path: Path) -> None:
         main_after = h.remote_sha()
         assert main_after != main_before
         log = git(h.bare, "log", "--format=%s", "main")
-        assert log.count("Merge conveyor/PROJ-42") == 1
+        assert log.count("Merge conveyor/proj-42") == 1
         for stage in ("analysis", "implementation", "review"):
             assert f"{stage} by agent" in log
         assert marker.read_text().strip() == "deployed-PROJ-42"

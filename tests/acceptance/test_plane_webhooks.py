@@ -260,7 +260,7 @@ def _other_project() -> dict[str, Any]:
     [
         (_own_change(), "issue", "own_change", "PROJ-42"),
         (_other_project(), "issue", "unmapped_project", "plane-42"),
-        (sample("v1_deleted"), "issue", "deleted", "plane-a2d33009"),
+        (sample("v1_deleted"), "issue", "deleted", "plane-a2d33009-5414-418f-b1d5-4e1c4ff09ea8"),
         (sample("v1_field_priority"), "issue", "not_a_state_change", "PROJ-42"),
         (sample("v1_created"), "issue", "not_a_state_change", "PROJ-43"),
         (sample("comment_created"), "issue_comment", "not_an_issue_event", None),

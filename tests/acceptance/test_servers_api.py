@@ -57,7 +57,7 @@ async def test_an_operator_retires_a_lost_server(tmp_path: Path) -> None:
         assert me["gone"] is False and me["host"] == h.svc.server.host
 
         assert (await h.client.post(f"/servers/{LOST.id}/retire")).status_code == 401
-        admin = {"X-Admin-Token": "admin-token"}
+        admin = {"X-Admin-Token": "admin-token-0123456789"}
         missing = await h.client.post("/servers/nope/retire", headers=admin)
         assert missing.status_code == 404 and "GET /servers" in missing.json()["error"]
         alive = await h.client.post(f"/servers/{h.svc.server.id}/retire", headers=admin)

@@ -53,7 +53,7 @@ async def test_cooperative_agent_full_reset(tmp_path: Path, app_db: dict[str, st
         assert (await h.send("To Analyse")).json()["outcome"] == "started"
         job = await running_job(h)
         task = await h.task()
-        assert "conveyor/PROJ-42" in h.remote_branches()  # pushed after analysis
+        assert "conveyor/proj-42" in h.remote_branches()  # pushed after analysis
         assert Path(task.worktree_path or "").is_dir()
 
         sent = time.monotonic()
@@ -74,7 +74,7 @@ async def test_cooperative_agent_full_reset(tmp_path: Path, app_db: dict[str, st
         assert parse_tombstone(done.issue_id) == ("20617384-0d13-472c-a860-e7f89295b2f5", done.id)
         assert parse_tombstone(done.key) == ("PROJ-42", done.id)
         assert not Path(task.worktree_path or "").exists()
-        assert "conveyor/PROJ-42" not in h.remote_branches()
+        assert "conveyor/proj-42" not in h.remote_branches()
         assert h.remote_sha() == main_before
         assert all(
             j.status in (JobStatus.SUCCEEDED, JobStatus.CANCELLED) for j in await h.jobs(done.id)
@@ -158,12 +158,12 @@ async def test_admin_stop_endpoint(tmp_path: Path) -> None:
         assert (await h.client.post(url)).status_code == 401
         assert (await h.client.post(url, headers={"X-Admin-Token": "wrong"})).status_code == 401
         missing = await h.client.post(
-            "/tasks/NOPE-1/stop", headers={"X-Admin-Token": "admin-token"}
+            "/tasks/NOPE-1/stop", headers={"X-Admin-Token": "admin-token-0123456789"}
         )
         assert missing.status_code == 404 and "NOPE-1" in missing.json()["error"]
         ok = await h.client.post(
             url,
-            headers={"Authorization": "Bearer admin-token", "X-Request-Id": "req-77"},
+            headers={"Authorization": "Bearer admin-token-0123456789", "X-Request-Id": "req-77"},
             json={"reason": "wrong ticket"},
         )
         assert ok.status_code == 202
@@ -176,7 +176,7 @@ async def test_admin_stop_endpoint(tmp_path: Path) -> None:
             "admin",
             "wrong ticket",
         )
-        again = await h.client.post(url, headers={"X-Admin-Token": "admin-token"})
+        again = await h.client.post(url, headers={"X-Admin-Token": "admin-token-0123456789"})
         assert again.status_code == 200 and again.json()["status"] == "ALREADY_TERMINAL"
 
 

@@ -119,7 +119,7 @@ async def test_unreachable_remote_leaves_cleanup_pending_until_it_is_back(tmp_pa
     async with running(tmp_path, **agents(tmp_path, COOPERATIVE_AGENT)) as h:
         await h.send("To Analyse")
         await running_job(h)
-        assert "conveyor/PROJ-42" in h.remote_branches()
+        assert "conveyor/proj-42" in h.remote_branches()
         away = h.bare.with_name("away.git")
         h.bare.rename(away)
         try:
@@ -140,7 +140,7 @@ async def test_unreachable_remote_leaves_cleanup_pending_until_it_is_back(tmp_pa
             return not q["stop"]["cleanup_pending"]
 
         await wait_until(cleared, timeout=20, what="cleanup cleared")
-        assert "conveyor/PROJ-42" not in h.remote_branches()
+        assert "conveyor/proj-42" not in h.remote_branches()
         rows = await h.store.run_read(stops.cleanups_for_task, done.id)
         assert rows[0]["status"] == "done"
 
@@ -152,14 +152,14 @@ async def test_someone_elses_push_is_never_deleted(tmp_path: Path) -> None:
         other = tmp_path / "someone"
         git(tmp_path, "clone", "-q", str(h.bare), str(other))
         git(other, "config", "user.name", "Someone"), git(other, "config", "user.email", "s@x")
-        git(other, "checkout", "-q", "conveyor/PROJ-42")
+        git(other, "checkout", "-q", "conveyor/proj-42")
         (other / "theirs.txt").write_text("mine\n")
         git(other, "add", "theirs.txt"), git(other, "commit", "-q", "-m", "their work")
-        git(other, "push", "-q", "origin", "conveyor/PROJ-42")
-        theirs = h.remote_sha("conveyor/PROJ-42")
+        git(other, "push", "-q", "origin", "conveyor/proj-42")
+        theirs = h.remote_sha("conveyor/proj-42")
         await h.send("STOP")
         done = await cancelled(h)
-        assert h.remote_sha("conveyor/PROJ-42") == theirs  # left alone
+        assert h.remote_sha("conveyor/proj-42") == theirs  # left alone
         events = await h.store.run_read(events_for_task, done.id)
         assert any(e["kind"] == "branch_conflict" for e in events), json.dumps(events)
 

@@ -83,8 +83,8 @@ def remote_sha(bare: Path, ref: str) -> str:
 def test_create_worktree_checks_out_a_new_branch_at_the_remote_default(
     repo: RepoSpec, root: Path, bare: Path, worktree: Worktree
 ) -> None:
-    assert worktree.path == worktree_path(root, repo, KEY) == root / "app" / KEY
-    assert worktree.branch == BRANCH == "conveyor/PROJ-42"
+    assert worktree.path == worktree_path(root, repo, KEY) == root / "app" / "proj-42"
+    assert worktree.branch == BRANCH == "conveyor/proj-42"
     assert worktree.base_sha == remote_sha(bare, "main") == head_sha(worktree.path)
     assert git(worktree.path, "symbolic-ref", "HEAD") == f"refs/heads/{BRANCH}"
 

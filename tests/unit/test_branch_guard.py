@@ -146,8 +146,10 @@ def test_real_git_accepts_branch_names(key: str, suffix: str | None) -> None:
 
 
 def test_branch_name_keeps_plain_keys_and_separates_altered_ones() -> None:
-    assert branch_name("PROJ-42") == "conveyor/PROJ-42"
-    assert branch_name("PROJ-42", "retry") == "conveyor/PROJ-42-retry"
+    # The one sanitiser's alphabet: lowercase (DESIGN "Trackers").
+    assert branch_name("PROJ-42") == "conveyor/proj-42"
+    assert branch_name("PROJ-42", "retry") == "conveyor/proj-42-retry"
+    assert branch_name("app#12") == "conveyor/app-12"
     assert branch_name("PROJ 42") != branch_name("PROJ/42")
     assert branch_name("") == branch_name("")
 

@@ -148,3 +148,56 @@ def test_the_secrets_of_the_settings_include_the_database_password_as_written() 
 def test_empty_settings_have_no_secrets() -> None:
     settings = settings_from_dict({"server": {"database_url": "sqlite:///x.db"}})
     assert secrets_of(settings) == []
+
+
+FORGED = 'x outcome=started task=PROJ-1\nfake line level=info" outcome="started'
+_FIELD = re.compile(r' (\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def text_fields(line: str) -> list[tuple[str, str]]:
+    """The key=value fields of a text line, as a reader of the format would parse them."""
+    return [
+        (key, json.loads(value) if value.startswith('"') else value)
+        for key, value in _FIELD.findall(line)
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_value_cannot_forge_a_field_or_a_line(
+    capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    configure_logging(fmt)
+    log.info("webhook delivery", extra={"delivery": FORGED, "outcome": "refused"})
+    (line,) = lines(capsys)
+    if fmt == "json":
+        doc = json.loads(line)
+        assert (doc["delivery"], doc["outcome"]) == (FORGED, "refused")
+        return
+    fields = text_fields(line)
+    assert [k for k, _ in fields] == ["delivery", "outcome"]
+    assert dict(fields) == {"delivery": FORGED, "outcome": "refused"}
+
+
+def test_plain_values_stay_bare_in_the_text_format(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("text")
+    log.info("stop", extra={"task": "PROJ-42", "job": 7, "reason": "ticket moved to STOP"})
+    (line,) = lines(capsys)
+    assert line.endswith('task=PROJ-42 job=7 reason="ticket moved to STOP"')
+
+
+def test_a_message_with_a_line_break_stays_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("text")
+    log.info("first\nsecond level=error")
+    (line,) = lines(capsys)
+    assert line.endswith("first\\nsecond level=error")
+
+
+def test_a_secret_is_redacted_as_a_value_never_inside_another_word(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("text", secrets=["s", "tok"])
+    log.info("started", extra={"outcome": "started", "token": "tok", "url": "http://x/?t=tok"})
+    (line,) = lines(capsys)
+    assert "started" in line and "outcome=started" in line
+    assert "token=[redacted]" in line.replace('"', "") and "t=[redacted]" in line
+    assert "tok" not in line.replace("token=", "")

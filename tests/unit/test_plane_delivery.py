@@ -19,7 +19,7 @@ from integrations.trackers.plane.payloads import (
     state_group,
 )
 
-SECRET = "plane_wh_unit"
+SECRET = "plane_wh_unit_0123456789"
 PROJECT = "5c7db7b1-1256-4e76-bfdc-fb3b34bf0180"
 OTHER = "0b1c5e33-5c27-4d7a-8a2e-2f6f0a3c9d10"
 ISSUE = "7f0e2a44-1f55-4c55-9a3c-5b2b1d8e6f21"

@@ -17,6 +17,7 @@ from integrations.trackers.plane.webhook import (
     EventKind,
     PayloadError,
     parse_event,
+    project_tags,
     sign,
     task_key,
     verify_signature,
@@ -359,8 +360,47 @@ def test_task_key_forms() -> None:
     assert task_key("PROJ", 42, ISSUE) == "PROJ-42"
     assert task_key(None, 42, ISSUE) == "plane-42"
     assert task_key("", 42, ISSUE) == "plane-42"
-    assert task_key("PROJ", None, ISSUE) == "plane-20617384"
-    assert task_key(None, None, ISSUE) == "plane-20617384"
+    assert task_key("PROJ", None, ISSUE) == f"plane-{ISSUE}"
+    assert task_key(None, None, ISSUE) == f"plane-{ISSUE}"
+    # A UUID that starts with digits is not ticket #20617384's key.
+    assert task_key(None, None, "20617384-0000-4000-8000-000000000000") != task_key(
+        None, 20617384, ISSUE
+    )
+
+
+def test_sequence_ids_of_two_projects_without_identifiers_never_share_a_key() -> None:
+    a, b = "5c7db7b1-1256-4e76-bfdc-fb3b34bf0180", "9e1d0c44-0000-4000-8000-000000000001"
+    twin = "5c7db7b1-ffff-4000-8000-000000000002"  # same 8-character prefix as `a`
+    assert project_tags([a], {}) == {}  # one such project: plain plane-42
+    assert project_tags([a, b], {b: "WEB"}) == {}  # the other has its identifier
+    tags = project_tags([a, b], {})
+    assert tags == {a: "5c7db7b1", b: "9e1d0c44"}
+    assert task_key(None, 42, ISSUE, tags[a]) == "plane-5c7db7b1-42"
+    assert task_key(None, 42, ISSUE, tags[a]) != task_key(None, 42, ISSUE, tags[b])
+    assert task_key("PROJ", 42, ISSUE, tags[a]) == "PROJ-42"  # an identifier wins
+    clash = project_tags([a, b, twin], {})
+    assert clash[a] == a and clash[twin] == twin and clash[b] == "9e1d0c44"
+
+
+async def test_the_tracker_keys_ticket_42_of_two_bare_projects_apart() -> None:
+    import httpx
+
+    from integrations.trackers.plane.settings import PlaneSettings
+    from integrations.trackers.plane.tracker import PlaneTracker
+
+    payload = sample("v2_workitem_updated_stop")
+    first = payload["data"]["project"]
+    other = "9e1d0c44-0000-4000-8000-000000000001"
+    settings = PlaneSettings(webhook_secret="x" * 16)
+    async with httpx.AsyncClient() as http:
+        tracker = PlaneTracker(settings, http, {first: "app", other: "web"})
+        one = tracker.parse({}, encode(payload))
+        payload["data"]["project"] = other
+        payload["data"]["id"] = "11111111-2222-4333-8444-555555555555"
+        two = tracker.parse({}, encode(payload))
+    assert one.ticket is not None and two.ticket is not None
+    assert one.ticket.ref.key == f"plane-{first[:8]}-42"
+    assert two.ticket.ref.key == "plane-9e1d0c44-42"
 
 
 # --- build_v1_payload ---------------------------------------------------------------

@@ -48,6 +48,7 @@ from bot.logs import JsonFormatter, RedactSecrets, TextFormatter
 from bot.serve import serving_in_thread
 from bot.services import Services
 from bot.settings import Settings, settings_from_dict
+from integrations.names import safe_name
 from integrations.processes import group_alive, processes_with_env
 
 
@@ -208,7 +209,7 @@ def observe(demo: Run, detail: Doc, main_before: str) -> World:
     task, repo = detail["task"], demo.repo
     main_after = demo_repo.remote_sha(repo, demo_repo.DEFAULT_BRANCH)
     merges = demo_repo.merges_since(repo, main_before)
-    docs = demo.data("docs", KEY)
+    docs = demo.data("docs", safe_name(KEY))
     return World(
         main_before=main_before,
         main_after=main_after,
@@ -302,7 +303,7 @@ def _leave(root: Path, *, keep: bool, console: Console) -> None:
     for what, path in (
         ("database", root / "conveyor.db"),
         ("server log", root / "logs" / "server.log"),
-        ("agent logs", root / "data" / "logs" / KEY),
+        ("agent logs", root / "data" / "logs" / safe_name(KEY)),
         ("repository", root / "app"),
         ("its remote", root / "app-remote.git"),
     ):

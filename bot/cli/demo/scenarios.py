@@ -23,6 +23,7 @@ from bot.cli.demo.repo import DemoError, DemoRepo
 from bot.cli.remote import Reply, ServerClient, ref_path
 from bot.cli.senders import describe_answer, plane_delivery
 from bot.settings import Settings
+from integrations.names import safe_name
 from integrations.trackers.plane.payloads import Ticket
 
 PROJECT = "0d3c6a52-5d0e-4c4e-9d51-0a9f3c1b7e21"  # the demo's Plane project
@@ -174,7 +175,7 @@ def _wait_cancelled(demo: Run, *, sent: float) -> Doc:
 
 def _working_agent(detail: Doc, demo: Run) -> Doc | None:
     """The running implementation job, once its agent has committed and said so."""
-    marker = demo.data("docs", KEY, demo_repo.STARTED_MARKER)
+    marker = demo.data("docs", safe_name(KEY), demo_repo.STARTED_MARKER)
     for job in detail["jobs"]:
         if job["stage"] == "implementation" and job["status"] == "running" and job["pid"]:
             return job if marker.exists() else None

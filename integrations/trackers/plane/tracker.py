@@ -66,6 +66,7 @@ class PlaneTracker:
     ) -> None:
         self.settings = settings
         self.projects = dict(projects)
+        self._tags = webhook.project_tags(list(self.projects), dict(settings.project_identifiers))
         self.vocabulary = Vocabulary.of(
             settings.start_states, settings.stop_states, settings.confirm_deploy_states
         )
@@ -217,7 +218,8 @@ class PlaneTracker:
     def _ticket(self, event: PlaneEvent) -> Ticket:
         project = event.project_id or ""
         identifier = self.settings.project_identifiers.get(project)
-        key = webhook.task_key(identifier, event.sequence_id, event.issue_id)
+        tag = self._tags.get(project.lower(), "")
+        key = webhook.task_key(identifier, event.sequence_id, event.issue_id, tag)
         ticket = Ticket(
             ref=TicketRef(self.name, project, event.issue_id, key),
             title=event.title.replace("\x00", ""),
@@ -237,7 +239,7 @@ class PlaneTracker:
         identifier = self.settings.project_identifiers.get(project)
         sequence = item.get("sequence_id")
         seq = sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None
-        key = webhook.task_key(identifier, seq, issue_id)
+        key = webhook.task_key(identifier, seq, issue_id, self._tags.get(project.lower(), ""))
         return Ticket(
             ref=TicketRef(self.name, project, issue_id, key),
             title=str(item.get("name") or ""),
@@ -262,9 +264,9 @@ class PlaneTracker:
 
 
 def _with_key(ticket: Ticket, identifier: str, web: str) -> Ticket:
-    number = ticket.ref.key.rsplit("-", 1)[-1]
-    if not number.isdigit():
-        return ticket
+    prefix, _, number = ticket.ref.key.partition("-")
+    if prefix != "plane" or not (number.isascii() and number.isdigit()):
+        return ticket  # a key made from the issue id has no number to carry over
     key = f"{identifier}-{number}"
     url = f"{web}/browse/{key}/" if web else ticket.url
     return dataclasses.replace(ticket, ref=dataclasses.replace(ticket.ref, key=key), url=url)

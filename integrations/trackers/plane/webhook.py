@@ -89,13 +89,28 @@ def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
     return signature_matches(secret, body, signature)
 
 
-def task_key(identifier: str | None, sequence_id: int | None, issue_id: str) -> str:
-    """Human key of a ticket: ``PROJ-42``, ``plane-42`` or ``plane-<issue id prefix>``."""
+def task_key(
+    identifier: str | None, sequence_id: int | None, issue_id: str, project_tag: str = ""
+) -> str:
+    """Human key of a ticket: ``PROJ-42``, ``plane-42`` (``plane-<project tag>-42`` when
+    several projects have no identifier, as sequence ids repeat per project) or
+    ``plane-<issue id>``. The last is the whole UUID, never a prefix: a prefix of digits
+    would be another ticket's ``plane-<sequence id>``."""
     if identifier and sequence_id is not None:
         return f"{identifier}-{sequence_id}"
     if sequence_id is not None:
-        return f"plane-{sequence_id}"
-    return f"plane-{issue_id[:8]}"
+        return f"plane-{project_tag}-{sequence_id}" if project_tag else f"plane-{sequence_id}"
+    return f"plane-{issue_id.lower()}"
+
+
+def project_tags(projects: list[str], identifiers: dict[str, str]) -> dict[str, str]:
+    """A tag per mapped project that has no identifier, when there are two or more such:
+    the project id's first 8 characters, or the whole id where two share that prefix."""
+    bare = sorted({p.lower() for p in projects if p and not identifiers.get(p)})
+    if len(bare) < 2:
+        return {}
+    short = [p[:8] for p in bare]
+    return {p: p[:8] if short.count(p[:8]) == 1 else p for p in bare}
 
 
 def parse_event(body: bytes, *, event_header: str | None = None) -> PlaneEvent:
