@@ -78,7 +78,7 @@ async def _ready(value: bool) -> bool:
 
 
 async def _reset_while_merging(h: Harness, worktree: Path) -> list[str]:
-    """What of the task's worktree and branch went missing while its merge still ran.
+    """Whether the task's worktree went missing while its merge still ran.
 
     Each look is bracketed by two reads of the task, both before `merged_at`: a step seen
     done inside that bracket ran inside the critical window."""
@@ -87,9 +87,8 @@ async def _reset_while_merging(h: Harness, worktree: Path) -> list[str]:
         before = await h.task()
         if before.merged_at is not None or before.merge_initiated_at is None:
             return seen
+        # Only the worktree: the merge deletes the merged branch itself, before merged_at.
         missing = [] if worktree.is_dir() else ["worktree"]
-        if "conveyor/PROJ-42" not in h.remote_branches():
-            missing.append("remote_branch")
         after = await h.task()
         if after.merged_at is None and after.merge_initiated_at is not None:
             seen += [m for m in missing if m not in seen]
