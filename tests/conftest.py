@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -47,6 +48,23 @@ def _with_db(url: str, name: str) -> str:
     return make_url(normalise_url(url)).set(database=name).render_as_string(hide_password=False)
 
 
+@contextmanager
+def _fresh_database(base: str, prefix: str, template: str | None) -> Iterator[str]:
+    """A new database on the server of `base` (a copy of `template`, or empty), dropped
+    afterwards."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    admin = _admin_engine(base)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+    try:
+        yield _with_db(base, name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture
 def postgres_url(pg_template: str | None, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for one test."""
@@ -54,31 +72,19 @@ def postgres_url(pg_template: str | None, request: pytest.FixtureRequest) -> Ite
     request.node.user_properties.append(("database", "postgresql"))
     if pg_template is None:
         pytest.skip(PG_SKIP)
-    base = os.environ[PG_ENV]
-    name = f"conveyor_t_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(base)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    yield _with_db(base, name)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with _fresh_database(os.environ[PG_ENV], "conveyor_t_", pg_template) as url:
+        yield url
 
 
 @pytest.fixture
-def empty_postgres_url() -> Iterator[str]:
+def empty_postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh PostgreSQL database with no schema at all (never migrated)."""
+    request.node.user_properties.append(("database", "postgresql"))
     base = os.environ.get(PG_ENV)
     if not base:
         pytest.skip(PG_SKIP)
-    name = f"conveyor_e_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(base)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield _with_db(base, name)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with _fresh_database(base, "conveyor_e_", None) as url:
+        yield url
 
 
 @pytest.fixture

@@ -135,6 +135,16 @@ class Server:
                 self.proc.wait()
 
 
+def configured(tmp_path: Path, doc: dict[str, Any]) -> tuple[Server, Harness]:
+    """A server (not started) on `doc` written as its conveyor.toml, and a payload
+    builder for its webhooks."""
+    config = tmp_path / "conveyor.toml"
+    config.write_text(to_toml(doc))
+    h = Harness.__new__(Harness)  # only for its payload builder
+    h.sent = 0
+    return Server(tmp_path, config, free_port()), h
+
+
 def until(check: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -203,11 +213,7 @@ def _kill_9_then_resume(tmp_path: Path, point: str, agent: str, overrides: dict[
             "trackers.plane.workspace": "acme",
         },
     )
-    config = tmp_path / "conveyor.toml"
-    config.write_text(to_toml(doc))
-    server = Server(tmp_path, config, free_port())
-    h = Harness.__new__(Harness)  # only for its payload builder
-    h.sent = 0
+    server, h = configured(tmp_path, doc)
     try:
         server.start(None if point == "mid-grace" else point)
         assert server.send(h.payload("To Analyse")).json()["outcome"] == "started"
@@ -283,11 +289,7 @@ def test_sigterm_to_serve_stops_agents_and_requeues_without_a_retry(tmp_path: Pa
             "agents.implementation": write_agent(tmp_path / "agents", "impl.py", WAITING_AGENT),
         },
     )
-    config = tmp_path / "conveyor.toml"
-    config.write_text(to_toml(doc))
-    server = Server(tmp_path, config, free_port())
-    h = Harness.__new__(Harness)  # only for its payload builder
-    h.sent = 0
+    server, h = configured(tmp_path, doc)
     try:
         server.start()
         assert server.send(h.payload("To Analyse")).json()["outcome"] == "started"
@@ -352,11 +354,7 @@ def test_a_deferred_stop_survives_a_crash_during_the_merge(tmp_path: Path) -> No
     repo, bare = make_repo(tmp_path)
     _slow_main_pushes(bare, 4.0)
     doc = base_settings(tmp_path, repo, **{"workers.lease_seconds": 2})
-    config = tmp_path / "conveyor.toml"
-    config.write_text(to_toml(doc))
-    server = Server(tmp_path, config, free_port())
-    h = Harness.__new__(Harness)  # only for its payload builder
-    h.sent = 0
+    server, h = configured(tmp_path, doc)
     try:
         server.start()
         assert server.send(h.payload("To Analyse")).json()["outcome"] == "started"
