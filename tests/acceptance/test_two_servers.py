@@ -25,6 +25,7 @@ from bench.two_servers import (
     unshare_problem,
     wait_until,
 )
+from integrations.names import safe_name
 from integrations.processes import processes_with_env
 from tests.conftest import PG_ENV, PG_SKIP
 
@@ -103,7 +104,7 @@ def running_everywhere(server: Server, keys: list[str], pair: Pair) -> dict[str,
     with httpx.Client(base_url=server.url, timeout=30) as client:
         hosts = running_hosts(client)
     started = all(
-        any((d / "docs" / key / "started").exists() for d in (pair.data_a, pair.data_b))
+        any((d / "docs" / safe_name(key) / "started").exists() for d in (pair.data_a, pair.data_b))
         for key in keys
     )
     return hosts if started and set(keys) <= set(hosts) else None
@@ -202,7 +203,7 @@ def test_a_stop_for_a_gone_server_waits_in_the_queue_and_completes_when_it_is_ba
                 ("worktree", HOST_B, True),
             }
             assert processes_with_env("CONVEYOR_RUN_ID", run_id)  # left for B to stop
-            assert worktrees(pair.data_b) == [key]
+            assert worktrees(pair.data_b) == [safe_name(key)]
             listed = {s["host"]: s for s in servers(pair.a)}
             assert listed[HOST_B]["gone"] is True and listed[HOST_B]["owes"] == 2
             assert listed[socket.gethostname()]["gone"] is False
@@ -297,7 +298,7 @@ def test_on_one_machine_a_gone_server_s_agents_are_stopped_by_the_other(
             assert [(p["step"], p["server"]) for p in pending] == [
                 ("worktree", server_id(pair.data_b))
             ]
-            assert worktrees(pair.data_b) == [key]  # not A's to remove: B's data dir
+            assert worktrees(pair.data_b) == [safe_name(key)]  # not A's to remove: B's data dir
             pair.b.start()
             wait_until(lambda: not queue(pair.a)["stop"]["host_pending"], 60, "B's worktree step")
             assert worktrees(pair.data_b) == []
