@@ -54,6 +54,7 @@ from bench.two_servers import (  # noqa: E402
     postgres_database,
     unshare_problem,
 )
+from integrations.names import safe_name  # noqa: E402
 from integrations.processes import processes_with_env  # noqa: E402
 
 TARGET_P99 = 1.0  # cooperative, cross-host: STOP sent -> group empty
@@ -126,7 +127,7 @@ def _check(rnd: Round, pair: Pair, running: Sequence[Running]) -> None:
         for d in (pair.data_a, pair.data_b)
         if (d / "worktrees" / "app").is_dir()
         for p in (d / "worktrees" / "app").iterdir()
-        if p.name in {task_key(r.ticket) for r in running}
+        if p.name in {safe_name(task_key(r.ticket)) for r in running}
     ]
     rnd.problems += [f"{name}: worktree left" for name in left]
 
