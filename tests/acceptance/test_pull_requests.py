@@ -158,7 +158,7 @@ async def test_stop_while_waiting_for_checks_closes_the_pull_request(tmp_path: P
         assert "closed without merging" in sim.comments[0][1]
         assert sim.merges == []
         assert h.remote_branches() == ["main"]
-        rec = (await h.store.run_read(stops.stops_for_task, done.id))[-1]
+        rec = await _closed_stop(h, done.id)
         closed = stops.stop_steps(rec)["pull_request"]
         assert isinstance(closed.pop("at"), float)  # when the step was done
         assert closed == {"closed": True, "number": 42}
@@ -184,7 +184,7 @@ async def test_stop_during_the_merge_call_is_deferred_then_applied(tmp_path: Pat
         assert len(sim.merges) == 1 and sim.pulls[42].merged  # merged once, stays merged
         assert done.merged_at is not None and done.merge_sha == h.remote_sha("main")
         assert sim.comments == []  # a merged pull request is never closed or commented
-        rec = (await h.store.run_read(stops.stops_for_task, done.id))[-1]
+        rec = await _closed_stop(h, done.id)
         steps = stops.stop_steps(rec)
         assert steps["pull_request"]["closed"] is False
         assert steps["terminal"]["effects_committed"] is True
@@ -400,7 +400,7 @@ async def test_stop_after_someone_merged_the_pull_request_by_hand(tmp_path: Path
         done = await _stage(h, Stage.CANCELLED)
         assert sim.merges == [] and sim.comments == []  # never merged again, never closed
         assert (done.merge_sha, done.merged_at is not None) == (by_hand, True)
-        rec = (await h.store.run_read(stops.stops_for_task, done.id))[-1]
+        rec = await _closed_stop(h, done.id)
         assert stops.stop_steps(rec)["terminal"]["effects_committed"] is True
         kinds = [e["kind"] for e in await _events(h, done)]
         assert "merged_outside_conveyor" in kinds
@@ -423,7 +423,7 @@ async def test_stop_during_a_merge_call_that_failed_applies_once_nothing_merged(
         assert done.merged_at is None and h.remote_sha("main") == main_before
         assert len(sim.merges) == 4  # one call, retried by the client; never called again
         assert sim.pulls[42].state == "closed" and [n for n, _ in sim.comments] == [42]
-        rec = (await h.store.run_read(stops.stops_for_task, done.id))[-1]
+        rec = await _closed_stop(h, done.id)
         assert stops.stop_steps(rec)["terminal"]["effects_committed"] is False
         assert h.remote_branches() == ["main"]
 
@@ -479,3 +479,16 @@ async def test_a_pull_request_repo_without_its_forge_never_pushes_to_main(tmp_pa
         blocked = await _stage(h, Stage.BLOCKED)
         assert blocked.blocked_reason == "no forge 'github' to merge the pull request through"
         assert h.remote_sha("main") == main_before and sim.calls == []
+
+
+async def _closed_stop(h: Harness, task_id: int) -> stops.StopRecord:
+    """The task's last stop record once it is closed: the task turns `cancelled` at the
+    reset's terminal step, a moment before that step (and notify) are recorded."""
+
+    async def closed() -> stops.StopRecord | None:
+        records = await h.store.run_read(stops.stops_for_task, task_id)
+        done = records and records[-1].status is stops.StopStatus.DONE
+        return records[-1] if done else None
+
+    found: stops.StopRecord = await wait_until(closed, timeout=30, what="stop record closed")
+    return found
