@@ -6,29 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from state import hosts, stops
+from state import hosts
 from state.models import HostStepStatus, NewTask, ServerIdentity, StopStatus
 from state.store import insert_task
 from tests.harness import running
+from tests.records import record_stop
 
 LOST = ServerIdentity("0" * 32, "lost-host")
 
 
 def owe_a_step(store, now: float) -> str:  # type: ignore[no-untyped-def]
     task = store.write(insert_task, NewTask("plane", "iss-9", "PROJ-9", "app", "t"), now)
-    rec, _ = store.write(
-        lambda c: stops.insert_stop(
-            c,
-            task_id=task.id,
-            status=StopStatus.DONE,
-            now=now,
-            requested_by="test",
-            reason="r",
-            correlation_id=None,
-            job_id=None,
-            run_id=None,
-        )
-    )
+    rec = record_stop(store, task.id, StopStatus.DONE, now)
     store.write(hosts.register_server, LOST, data_dir="/srv/lost", pid=1, now=now - 3600)
     store.write(
         hosts.add_host_step,

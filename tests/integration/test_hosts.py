@@ -13,12 +13,13 @@ from alembic import command
 
 from bot.errors import ConfigError
 from bot.runtime import check_schema, load_identity
-from state import hosts, jobs, stops
+from state import hosts, jobs
 from state.db import alembic_config, make_engine, upgrade
 from state.listen import HOST_STEPS_CHANNEL, JOBS_CHANNEL, conninfo, listen, listening_servers
 from state.models import HostStepStatus, NewTask, ServerIdentity, StopStatus
 from state.queue import queue_summary
 from state.store import Store, insert_task
+from tests.records import record_stop
 
 NOW = 1_700_000_000.0
 A = ServerIdentity("a" * 32, "host-a")
@@ -28,19 +29,7 @@ B = ServerIdentity("b" * 32, "host-b")
 def a_stop(store: Store) -> tuple[int, str]:
     new = NewTask(tracker="plane", issue_id="iss-1", key="APP-1", repo="app", title="t")
     task = store.write(insert_task, new, NOW)
-    rec, _ = store.write(
-        lambda c: stops.insert_stop(
-            c,
-            task_id=task.id,
-            status=StopStatus.OPEN,
-            now=NOW,
-            requested_by="test",
-            reason="r",
-            correlation_id=None,
-            job_id=None,
-            run_id=None,
-        )
-    )
+    rec = record_stop(store, task.id, StopStatus.OPEN, NOW)
     return task.id, rec.id
 
 

@@ -25,6 +25,7 @@ from state.store import (
     tombstone_task_keys,
     update_task,
 )
+from tests.records import record_stop
 
 NOW = 1_700_000_000.0
 HEAD_REVISION = "0004"
@@ -129,19 +130,7 @@ def test_one_open_stop_per_task(store: Store) -> None:
     task = store.write(insert_task, new_task(), NOW)
 
     def stop() -> str:
-        rec, _ = store.write(
-            lambda c: stops.insert_stop(
-                c,
-                task_id=task.id,
-                status=StopStatus.OPEN,
-                now=NOW,
-                requested_by="t",
-                reason="",
-                correlation_id=None,
-                job_id=None,
-                run_id=None,
-            )
-        )
+        rec = record_stop(store, task.id, StopStatus.OPEN, NOW, reason="")
         return rec.id
 
     with ThreadPoolExecutor(8) as pool:
