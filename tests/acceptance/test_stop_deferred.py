@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from state import jobs, stops
-from state.models import Stage
+from state.models import Stage, Task
 from state.store import events_for_task, get_task
 from tests.acceptance.test_stop import COOPERATIVE_AGENT, agents, cancelled, running_job
 from tests.gitrepo import git
@@ -95,16 +95,23 @@ async def _reset_while_merging(h: Harness, worktree: Path) -> list[str]:
         await asyncio.sleep(0.02)
 
 
+async def parked_on_deploy(h: Harness) -> Task:
+    """The task once a self-hosting repo's merge has parked it, awaiting the deploy
+    confirmation (the merge lease still held)."""
+
+    async def parked() -> Task | None:
+        task = await h.task()
+        return task if task.awaiting_confirm else None
+
+    found: Task = await wait_until(parked, timeout=60, what="parked on deploy")
+    return found
+
+
 async def test_stop_while_parked_on_deploy_resets_at_once(tmp_path: Path) -> None:
     repo = {"self_hosting": True, "deploy_command": "true"}
     async with running(tmp_path, repo_settings=repo) as h:
         await h.send("To Analyse")
-
-        async def parked():  # type: ignore[no-untyped-def]
-            task = await h.task()
-            return task if task.awaiting_confirm else None
-
-        task = await wait_until(parked, timeout=30, what="parked on deploy")
+        task = await parked_on_deploy(h)
         assert task.stage is Stage.DEPLOY
         assert await h.store.run_read(jobs.lease_holder, "app") == task.id
         answer = await h.send("STOP")

@@ -17,6 +17,7 @@ from state.queue import iso
 from state.store import events_for_task
 from tests.acceptance.test_queue import assert_valid
 from tests.acceptance.test_stop import agents, cancelled, running_job
+from tests.acceptance.test_stop_deferred import parked_on_deploy
 from tests.harness import COOPERATIVE_AGENT, STUBBORN_AGENT, Harness, running, wait_until
 
 
@@ -134,12 +135,7 @@ async def test_an_undeterminable_critical_window_defers_the_stop(tmp_path: Path)
     repo = {"self_hosting": True, "deploy_command": "true"}
     async with running(tmp_path, repo_settings=repo) as h:
         await h.send("To Analyse")
-
-        async def parked():  # type: ignore[no-untyped-def]
-            task = await h.task()
-            return task if task.awaiting_confirm else None
-
-        task = await wait_until(parked, timeout=60, what="parked on deploy")
+        task = await parked_on_deploy(h)
         assert task.stage is Stage.DEPLOY
         # The store cannot answer whether the task holds its repo's merge lease (the
         # table is gone for now): the window is treated as open (fail-closed).
