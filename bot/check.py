@@ -23,6 +23,7 @@ from bot.settings import RepoSettings, Settings
 from bot.trackers import ADAPTERS
 
 if TYPE_CHECKING:
+    from integrations.forges.base import Forge
     from integrations.git import RepoSpec
     from integrations.trackers.base import Tracker
 
@@ -175,6 +176,7 @@ def forge_findings(settings: Settings, repo: RepoSettings) -> list[Finding]:
 
 
 def _spec(repo: RepoSettings) -> RepoSpec:
+    from integrations.forges.base import Forge
     from integrations.git import RepoSpec
 
     return RepoSpec(
@@ -219,7 +221,8 @@ def database_finding(url: str) -> Finding | None:
 
 
 def online(settings: Settings) -> list[Finding]:
-    """Each repo's remote answers; each tracker with API credentials answers."""
+    """Each repo's remote answers; each tracker with API credentials answers; each forge a
+    repo names answers for that repo (its token reads the default branch's protection)."""
     from integrations.git.inspect import remote_problem
 
     found = [
@@ -227,7 +230,11 @@ def online(settings: Settings) -> list[Finding]:
         for repo in settings.repos
         if (text := remote_problem(_spec(repo))) is not None
     ]
-    return found + asyncio.run(_tracker_findings(settings))
+    return found + asyncio.run(_remote_findings(settings))
+
+
+async def _remote_findings(settings: Settings) -> list[Finding]:
+    return await _tracker_findings(settings) + await _forge_findings(settings)
 
 
 async def _tracker_findings(settings: Settings) -> list[Finding]:
@@ -245,6 +252,38 @@ async def _tracker_findings(settings: Settings) -> list[Finding]:
                 for project in projects[name]:
                     found += await _ask_tracker(name, tracker, project)
     return found
+
+
+async def _forge_findings(settings: Settings) -> list[Finding]:
+    import httpx
+
+    from bot.forges import build_forges
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
+        forges = build_forges(settings, http)
+        found = []
+        for repo in settings.repos:
+            if (forge := forges.get(repo.forge)) is not None:
+                found += await _ask_forge(repo, forge)
+    return found
+
+
+async def _ask_forge(repo: RepoSettings, forge: Forge) -> list[Finding]:
+    """Reading the default branch's protection proves the token, the repo and the right a
+    reset needs before it deletes a branch (missing credentials are an offline finding)."""
+    import httpx
+
+    from integrations.errors import IntegrationError
+
+    where = f"repos.{repo.name}.forge_repo"
+    asking = forge.branch_protected(repo.forge_repo, repo.default_branch)
+    try:
+        await asyncio.wait_for(asking, ONLINE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return [_problem(where, f"{repo.forge} did not answer within {ONLINE_TIMEOUT_SECONDS:g} s")]
+    except (IntegrationError, httpx.HTTPError) as exc:
+        return [_problem(where, f"{repo.forge} {repo.forge_repo}: {exc}")]
+    return []
 
 
 async def _ask_tracker(name: str, tracker: Tracker, project: str) -> list[Finding]:

@@ -46,3 +46,47 @@ def test_a_refused_key_is_one_problem(tmp_path: Path) -> None:
     assert (found[0].level, found[0].where) == (check.Level.PROBLEM, "trackers.plane")
     assert found[0].line().startswith(f"problem: trackers.plane: project {PROJECT}: ")
     assert "403" in found[0].message and "plane_api_key" not in found[0].message
+
+
+GITHUB_API = "https://api.github.test"
+BRANCH_URL = "/repos/acme/app/branches/main"
+RULES_URL = "/repos/acme/app/rules/branches/main"
+
+
+def forge_settings(tmp_path: Path) -> Settings:
+    repo, _ = make_repo(tmp_path)
+    return settings_from_dict(
+        {
+            "trackers": {"github": {"token": "github_token_0123456789", "api_url": GITHUB_API}},
+            "repos": [
+                {
+                    "name": "app",
+                    "path": str(repo.path),
+                    "forge": "github",
+                    "forge_repo": "acme/app",
+                    "merge": "pull_request",
+                }
+            ],
+        }
+    )
+
+
+def test_a_forge_that_reads_the_default_branch_is_no_finding(tmp_path: Path) -> None:
+    with respx.mock(base_url=GITHUB_API) as github:
+        branch = github.get(BRANCH_URL).mock(
+            return_value=httpx.Response(200, json={"name": "main", "protected": False})
+        )
+        github.get(RULES_URL).mock(return_value=httpx.Response(200, json=[]))
+        assert check.online(forge_settings(tmp_path)) == []
+    assert branch.calls.last.request.headers["authorization"] == "Bearer github_token_0123456789"
+
+
+def test_a_forge_that_cannot_see_the_repo_is_one_problem(tmp_path: Path) -> None:
+    with respx.mock(base_url=GITHUB_API) as github:
+        github.get(BRANCH_URL).mock(
+            return_value=httpx.Response(404, json={"message": "Not Found", "status": "404"})
+        )
+        found = check.online(forge_settings(tmp_path))
+    assert [(f.level, f.where) for f in found] == [(check.Level.PROBLEM, "repos.app.forge_repo")]
+    assert found[0].line().startswith("problem: repos.app.forge_repo: github acme/app: ")
+    assert "Not Found" in found[0].message and "github_token_0123456789" not in found[0].message
