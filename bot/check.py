@@ -176,7 +176,6 @@ def forge_findings(settings: Settings, repo: RepoSettings) -> list[Finding]:
 
 
 def _spec(repo: RepoSettings) -> RepoSpec:
-    from integrations.forges.base import Forge
     from integrations.git import RepoSpec
 
     return RepoSpec(
