@@ -97,6 +97,8 @@ async def run_pr_merge(
         return
     number = task.pr_number or 0
     try:
+        if number and await _closed_before_retry(svc, job, task, forge, repo, number):
+            number = 0  # opened afresh below
         number = number or (await ensure_pull_request(svc, task, forge, repo)).number
         # Heartbeat meanwhile: a forge that retries and backs off may outlast the lease.
         verdict = await keeping_job_lease(svc, job, forge.mergeability(repo.forge_repo, number))
@@ -109,6 +111,37 @@ async def run_pr_merge(
         await _block(svc, job, task, step.reason)
     else:
         await _merge_now(svc, job, task, forge, repo, number)
+
+
+async def _closed_before_retry(
+    svc: Services, job: Job, task: Task, forge: Forge, repo: RepoSettings, number: int
+) -> bool:
+    """A retry of a task whose pull request a person closed unmerged: that one stays
+    closed (a human's decision on it) and the merge stage opens a new one. Only the pull
+    request the retry found: one closed by hand while this retry waits blocks again."""
+    retried = await svc.store.run_read(_retried_pull_request, job, task.id)
+    if retried != number:
+        return False
+    pr = await forge.pull_request(repo.forge_repo, number)
+    if pr.state is not PullRequestState.CLOSED:
+        return False
+    log.info(
+        "pull request closed by hand: opening a new one",
+        extra={"task": original_key(task.key), "number": number},
+    )
+    await svc.store.run(
+        add_event, task.id, "pull_request_closed_outside", svc.clock.now(), number=number
+    )
+    return True
+
+
+def _retried_pull_request(conn: Connection, job: Job, task_id: int) -> int | None:
+    """The pull request number the retry that queued this job found on the task."""
+    for event in reversed(events_for_task(conn, task_id)):
+        if event["kind"] == "retry_requested" and event["detail"].get("job") == job.id:
+            found = event["detail"].get("pull_request")
+            return found if isinstance(found, int) else None
+    return None
 
 
 def _waiting_since(conn: Connection, job: Job, task_id: int, now: float) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -43,7 +44,10 @@ def retry_blocked(conn: Connection, task_id: int, now: float, *, actor: str) -> 
         return RetryResult("lease_busy", task, stage)
     task = update_task(conn, task, now, **decision.changes)
     job = jobs.enqueue_job(conn, task.id, stage, now)
-    add_event(conn, task.id, "retry_requested", now, stage=stage, job=job.id, actor=actor)
+    # The pull request the retry found: if a person closed it, the merge stage opens a
+    # fresh one (the retry is the operator saying "try again"), once.
+    pr: dict[str, Any] = {} if task.pr_number is None else {"pull_request": task.pr_number}
+    add_event(conn, task.id, "retry_requested", now, stage=stage, job=job.id, actor=actor, **pr)
     return RetryResult("queued", task, stage, job.id)
 
 

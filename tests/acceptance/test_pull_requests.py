@@ -25,6 +25,7 @@ from tests.harness import Harness, running, wait_until, write_agent
 pytestmark = pytest.mark.timeout(180)
 
 TOKEN = "ghp_pull_request_token_0123456789"
+ADMIN = {"X-Admin-Token": "admin-token-0123456789"}  # what base_settings gives the server
 # Commits a file of its own per task and stage (three tasks merge without conflicts) and
 # says which pull request it saw.
 AGENT = """\
@@ -299,6 +300,31 @@ async def test_checks_pending_past_the_timeout_block_with_the_reason(tmp_path: P
         blocked = await _stage(h, Stage.BLOCKED)
         assert blocked.blocked_reason == ("not mergeable after 1 s: waiting for checks: ci/build")
         assert sim.merges == [] and await h.store.run_read(jobs.lease_holder, "app") is None
+
+
+async def test_a_pull_request_closed_by_hand_blocks_and_a_retry_opens_a_new_one(
+    tmp_path: Path,
+) -> None:
+    async with pr_mode(tmp_path) as (h, sim):
+        await h.send("To Analyse")
+        await _stage(h, Stage.MERGE)
+        await wait_until(lambda: _reads(sim, 1), timeout=30, what="checks read")
+        sim.pulls[42].state = "closed"  # a person closes it on the forge, unmerged
+        blocked = await _stage(h, Stage.BLOCKED)
+        assert blocked.blocked_reason == "the pull request is closed"
+        assert await h.store.run_read(jobs.lease_holder, "app") is None
+
+        sim.checks["ci/build"] = "success"
+        answer = await h.client.post("/tasks/PROJ-42/retry", headers=ADMIN)
+        assert answer.status_code == 202, answer.text
+        done = await _merged_branch_settled(h)
+        assert sorted(sim.pulls) == [42, 43]
+        assert sim.pulls[42].state == "closed" and not sim.pulls[42].merged  # left as closed
+        assert sim.pulls[43].merged and done.pr_number == 43
+        assert sim.merges == [{"merge_method": "merge", "sha": done.branch_sha}]
+        kinds = [e["kind"] for e in await _events(h, done)]
+        assert kinds.count("pull_request_closed_outside") == 1
+        assert kinds.count("pull_request_opened") == 2
 
 
 async def test_someone_elses_push_to_the_branch_is_never_merged(tmp_path: Path) -> None:
