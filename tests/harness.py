@@ -243,6 +243,22 @@ async def running(
     repo, bare = make_repo(tmp_path, **(repo_kw or {}))
     settings = settings_from_dict(base_settings(tmp_path, repo, repo_settings, **overrides))
     tracker = FakeTracker(tracker_name="plane")
+    async with _serving(settings, tracker) as (client, svc):
+        yield Harness(tmp_path, repo, bare, settings, client, svc, tracker)
+
+
+@contextlib.asynccontextmanager
+async def restarted(h: Harness) -> AsyncIterator[Harness]:
+    """The same server again (settings, database, repo, tracker) after `running` ended:
+    what a restart of `conveyor serve` finds."""
+    async with _serving(h.settings, h.tracker) as (client, svc):
+        yield Harness(h.tmp_path, h.repo, h.bare, h.settings, client, svc, h.tracker)
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    settings: Settings, tracker: FakeTracker
+) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
     holder: dict[str, Services] = {}
 
     def configure(svc: Services) -> None:
@@ -253,4 +269,4 @@ async def running(
 
     app = create_app(settings, configure=configure)
     async with app_client(app) as client:
-        yield Harness(tmp_path, repo, bare, settings, client, holder["svc"], tracker)
+        yield client, holder["svc"]

@@ -20,7 +20,7 @@ from state.models import Stage, Task
 from state.store import events_for_task
 from tests.forge_sim import FORGE_REPO, GITEA_URL, GITHUB_API, GITHUB_WEB, GiteaSim, GitHubSim
 from tests.gitrepo import git
-from tests.harness import Harness, running, wait_until, write_agent
+from tests.harness import Harness, restarted, running, wait_until, write_agent
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -325,6 +325,34 @@ async def test_a_pull_request_closed_by_hand_blocks_and_a_retry_opens_a_new_one(
         kinds = [e["kind"] for e in await _events(h, done)]
         assert kinds.count("pull_request_closed_outside") == 1
         assert kinds.count("pull_request_opened") == 2
+
+
+@pytest.mark.parametrize("forge_merged", [True, False], ids=["merged", "not-merged"])
+async def test_a_server_stopped_during_the_merge_call_settles_the_merge_after_restart(
+    tmp_path: Path, forge_merged: bool
+) -> None:
+    with respx.mock(assert_all_called=False) as router:
+        async with running(tmp_path, **_settings(tmp_path)) as h:
+            sim = GitHubSim(h.bare, checks={"ci/build": "success"})
+            sim.merge_hold = asyncio.Event()  # the merge call hangs: the server goes down
+            sim.install(router, GITHUB_API)
+            await h.send("To Analyse")
+            await asyncio.wait_for(sim.merge_entered.wait(), timeout=90)
+            inside = await h.task()
+            assert inside.merge_initiated_at is not None and inside.merged_at is None
+        sim.merge_hold.set()
+        if forge_merged:  # the forge merged before the answer could reach conveyor
+            await sim.merge_for_real(sim.pulls[42], "merge")
+        sim.merges.clear()
+        async with restarted(h) as again:
+            done = await _merged_branch_settled(again)
+            assert done.merge_sha == again.remote_sha("main")
+            # Read back first: merged by the lost call, or merged now, never twice.
+            assert len(sim.merges) == (0 if forge_merged else 1)
+            merges = git(h.bare, "log", "--merges", "--format=%s", "main").splitlines()
+            assert merges == [f"Merge pull request #42 from acme/{done.branch}"]
+            assert again.remote_branches() == ["main"]
+            assert await again.store.run_read(jobs.lease_holder, "app") is None
 
 
 async def test_someone_elses_push_to_the_branch_is_never_merged(tmp_path: Path) -> None:
