@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,41 +37,40 @@ def repo_spec(svc: Services, name: str) -> RepoSpec:
     )
 
 
-# One lock per repository for this process: git's worktree bookkeeping is not safe
-# against itself (`git worktree prune` beside a `git worktree add` can delete the new
-# worktree's admin files: "failed to read .git/worktrees/X/commondir").
-_repo_locks: dict[Path, threading.Lock] = {}
+# Two locks per repository for this process, taken in this order. Git's worktree
+# bookkeeping is not safe against itself (`git worktree prune` beside a `git worktree
+# add` can delete the new worktree's admin files: "failed to read
+# .git/worktrees/X/commondir"), and a ref two commands update at once fails one of them
+# (a push updates refs/remotes/…, a fetch beside it fails with "cannot lock ref").
+# A reset's worktree removal (worktrees, local branch) and its remote branch deletion
+# (a push: remote-tracking refs only) hold different locks, so they run side by side.
+# Looking a branch up on the remote writes nothing and takes neither.
+_repo_locks: dict[tuple[Path, str], threading.Lock] = {}
 _guard = threading.Lock()
 
 
-def _lock_for(path: Path) -> threading.Lock:
+def _lock_for(path: Path, kind: str) -> threading.Lock:
     with _guard:
-        return _repo_locks.setdefault(path, threading.Lock())
+        return _repo_locks.setdefault((path, kind), threading.Lock())
 
 
-# The calls that write the clone's shared bookkeeping: worktrees (merge works in a
-# scratch worktree) and refs, remote-tracking ones included (a push updates
-# refs/remotes/…, and a fetch beside it fails with "cannot lock ref"). Looking a branch
-# up on the remote writes nothing and runs side by side.
-_BOOKKEEPING = frozenset(
-    {
-        git.create_worktree,
-        git.remove_worktree,
-        git.delete_local_branch,
-        git.merge_branch,
-        git.push_branch,
-        git.delete_remote_branch,
-    }
+_WORKTREES = frozenset(
+    {git.create_worktree, git.remove_worktree, git.delete_local_branch, git.merge_branch}
+)
+_REFS = frozenset(
+    {git.create_worktree, git.merge_branch, git.push_branch, git.delete_remote_branch}
 )
 
 
 async def in_repo(fn: Callable[..., T], repo: RepoSpec, *args: Any, **kwargs: Any) -> T:
-    """`fn(repo, …)` in a worker thread; worktree bookkeeping one call at a time per repo."""
+    """`fn(repo, …)` in a worker thread; bookkeeping one call at a time per repo and kind."""
 
     def call() -> T:
-        if fn not in _BOOKKEEPING:
-            return fn(repo, *args, **kwargs)
-        with _lock_for(repo.path):
+        with ExitStack() as held:
+            if fn in _WORKTREES:
+                held.enter_context(_lock_for(repo.path, "worktrees"))
+            if fn in _REFS:
+                held.enter_context(_lock_for(repo.path, "refs"))
             return fn(repo, *args, **kwargs)
 
     return await anyio.to_thread.run_sync(call)

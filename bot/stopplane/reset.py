@@ -55,34 +55,45 @@ async def _run_steps(svc: Services, stop_id: str) -> None:
     for name, step in STEPS:
         if rec is None or task is None or rec.status is not StopStatus.OPEN:
             return
-        if name in stops.stop_steps(rec):
+        done = stops.stop_steps(rec)
+        if name in done:
             continue
         if name in _NEEDS_FRESH_TASK:  # a worker may have recorded a push meanwhile
             task = await svc.store.run_read(get_task, rec.task_id)
             if task is None:
                 return
-        failpoint(f"before:{name}")
+        # The worktree and the remote branch are independent (different locks, one the
+        # clone's worktrees, the other a push): both run at once, each recorded as its
+        # own step. A crash before either record runs both again; both are idempotent.
+        batch = [(name, step)]
+        if name == "worktree" and "remote_branch" not in done:
+            batch.append(("remote_branch", delete_branch))
+        for each, _ in batch:
+            failpoint(f"before:{each}")
         if not await _claim(svc, stop_id):
             return
-        result = await step(svc, rec, task)
-        failpoint(f"done:{name}")  # the step's effect is out, its record not yet in
-        # The stop closes with its last step, so a crash before the comment resumes
-        # and still sends it, and nobody sees a closed stop with a step missing.
-        finished = svc.clock.now()
-        close_at = finished if name == STEPS[-1][0] else None
-        rec = await svc.store.run(
-            stops.mark_step, stop_id, name, result, close_at=close_at, at=finished
-        )
-        failpoint(f"after:{name}")
-        log.info(
-            "reset step done",
-            extra={
-                "task": original_key(task.key),
-                "stop_id": stop_id,
-                "action": name,
-                "outcome": result,
-            },
-        )
+        results = await asyncio.gather(*(fn(svc, rec, task) for _, fn in batch))
+        for (each, _), result in zip(batch, results, strict=True):
+            failpoint(f"done:{each}")  # the step's effect is out, its record not yet in
+            # The stop closes with its last step, so a crash before the comment resumes
+            # and still sends it, and nobody sees a closed stop with a step missing.
+            finished = svc.clock.now()
+            close_at = finished if each == STEPS[-1][0] else None
+            rec = await svc.store.run(
+                stops.mark_step, stop_id, each, result, close_at=close_at, at=finished
+            )
+            failpoint(f"after:{each}")
+            log.info(
+                "reset step done",
+                extra={
+                    "task": original_key(task.key),
+                    "stop_id": stop_id,
+                    "action": each,
+                    "outcome": result,
+                },
+            )
+            if rec is None:
+                return
 
 
 _NEEDS_FRESH_TASK = frozenset({"pull_request", "worktree", "remote_branch"})

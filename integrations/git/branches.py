@@ -20,7 +20,6 @@ from integrations.git._core import (
     _refuse_protected,
     _remote,
     _require_sha,
-    _sha,
 )
 
 
@@ -41,10 +40,15 @@ def delete_local_branch(repo: RepoSpec, branch: str) -> bool:
     if (refusal := _deletion_refusal(repo, branch, branch)) is not None:
         raise UnsafeBranchError(f"refusing to delete local branch {branch!r}: {refusal}")
     with _open(repo.path) as git_repo:
-        if _sha(git_repo, f"refs/heads/{branch}") is None:
-            return False
-        with _failing(f"could not delete local branch {branch} (remove its worktree first)"):
-            git_repo.git.branch("-D", branch)
+        try:
+            git_repo.git.branch("-D", "--", branch)
+        except GitCommandError as exc:
+            if "not found" in str(exc.stderr):  # one command, not a look-up first
+                return False
+            raise GitError(
+                f"could not delete local branch {branch} (remove its worktree first): "
+                f"{_describe(exc)}"
+            ) from exc
     return True
 
 
@@ -65,28 +69,49 @@ def delete_remote_branch(
 ) -> DeleteResult:
     """Delete the task's remote branch if it is safe and still at `recorded_sha`.
 
-    Git offers no compare-and-delete without a force option, so a push landing between
-    the SHA check and the delete is a known (narrow) window.
+    One push: `--force-with-lease=refs/heads/<branch>:<recorded_sha>` with `--delete` is
+    git's compare-and-delete (the remote refuses if its head is anything else), so the
+    SHA check and the deletion are one atomic step and nothing is ever pushed. Only a
+    refused lease (or no recorded SHA) reads the remote head, to say why.
     """
     if (refusal := _deletion_refusal(repo, branch, task_branch)) is not None:
         return DeleteResult(DeleteOutcome.REFUSED, refusal)
+    if recorded_sha is None or not _is_sha(recorded_sha):
+        return _classify(repo, branch, recorded_sha)
+    ref = f"refs/heads/{branch}"
+    with _open(repo.path) as git_repo:
+        try:
+            _network(
+                git_repo,
+                "push",
+                "--porcelain",
+                f"--force-with-lease={ref}:{recorded_sha}",
+                _remote(repo),
+                "--delete",
+                ref,
+            )
+        except GitCommandError as exc:
+            if _lease_refused(exc):
+                return _classify(repo, branch, recorded_sha)
+            raise GitError(f"could not delete {branch} on {repo.remote}: {_describe(exc)}") from exc
+    return DeleteResult(DeleteOutcome.DELETED, f"deleted {branch} at {recorded_sha}")
+
+
+def _is_sha(value: str) -> bool:
+    return len(value) in (40, 64) and all(c in "0123456789abcdef" for c in value)
+
+
+def _lease_refused(exc: GitCommandError) -> bool:
+    """The remote head was not the recorded SHA (moved, or gone): git's "stale info"."""
+    text = f"{exc.stdout}\n{exc.stderr}"
+    return "stale info" in text or "remote ref does not exist" in text
+
+
+def _classify(repo: RepoSpec, branch: str, recorded_sha: str | None) -> DeleteResult:
+    """Why the branch was not deleted: gone from the remote, or moved past `recorded_sha`."""
     remote_sha = remote_branch_sha(repo, branch)
     if remote_sha is None:
         return DeleteResult(DeleteOutcome.MISSING, f"{branch} is not on {repo.remote}")
-    if remote_sha != recorded_sha:
-        return DeleteResult(
-            DeleteOutcome.CONFLICT, f"remote head moved: {remote_sha} != recorded {recorded_sha}"
-        )
-    return _push_delete(repo, branch, remote_sha)
-
-
-def _push_delete(repo: RepoSpec, branch: str, sha: str) -> DeleteResult:
-    """`git push <remote> --delete refs/heads/<branch>`; a vanished branch is MISSING."""
-    with _open(repo.path) as git_repo:
-        try:
-            _network(git_repo, "push", _remote(repo), "--delete", f"refs/heads/{branch}")
-        except GitCommandError as exc:
-            if "remote ref does not exist" in str(exc.stderr):
-                return DeleteResult(DeleteOutcome.MISSING, f"{branch} vanished from {repo.remote}")
-            raise GitError(f"could not delete {branch} on {repo.remote}: {_describe(exc)}") from exc
-    return DeleteResult(DeleteOutcome.DELETED, f"deleted {branch} at {sha}")
+    return DeleteResult(
+        DeleteOutcome.CONFLICT, f"remote head moved: {remote_sha} != recorded {recorded_sha}"
+    )

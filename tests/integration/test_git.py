@@ -303,6 +303,32 @@ def test_delete_remote_branch_leaves_a_moved_head_alone(repo: RepoSpec, worktree
     assert remote_branch_sha(repo, BRANCH) == newer
 
 
+def test_delete_remote_branch_lease_refuses_a_push_from_another_clone(
+    repo: RepoSpec, worktree: Worktree, bare: Path, tmp_path: Path
+) -> None:
+    # The clone's own view (its remote-tracking ref) still says the recorded SHA: only
+    # the lease on the remote itself can see the other clone's push.
+    recorded = pushed(repo, worktree)
+    other = tmp_path / "someone-else"
+    git(tmp_path, "clone", "-q", "-b", BRANCH, str(bare), str(other))
+    configure(other)
+    newer = commit_file(other, "theirs.txt", "theirs\n", "someone else's push")
+    git(other, "push", "-q", "origin", BRANCH)
+    result = delete_remote_branch(repo, BRANCH, task_branch=BRANCH, recorded_sha=recorded)
+    assert result.outcome is DeleteOutcome.CONFLICT
+    assert result.reason == f"remote head moved: {newer} != recorded {recorded}"
+    assert remote_sha(bare, BRANCH) == newer
+
+
+def test_delete_remote_branch_without_a_recorded_sha_keeps_the_branch(
+    repo: RepoSpec, worktree: Worktree, bare: Path
+) -> None:
+    sha = pushed(repo, worktree)
+    result = delete_remote_branch(repo, BRANCH, task_branch=BRANCH, recorded_sha=None)
+    assert result.outcome is DeleteOutcome.CONFLICT
+    assert remote_sha(bare, BRANCH) == sha
+
+
 @pytest.mark.parametrize("hostile", ["main", "refs/heads/main", "Main", "release/1.0"])
 def test_delete_remote_branch_refuses_protected_branches(
     repo: RepoSpec, bare: Path, hostile: str
