@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from bot.cli.main import build_parser
+from state.db import head_revision
 from tests.gitrepo import git, make_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -328,8 +329,8 @@ def test_check_names_a_shared_database_not_yet_upgraded(
     problems = [line for line in done.stdout.splitlines() if line.startswith("problem:")]
     assert problems == [
         "problem: server.database_url: the database schema is at revision none, this "
-        "conveyor needs 0004: run `conveyor db upgrade` against server.database_url once, "
-        "then start"
+        f"conveyor needs {head_revision()}: run `conveyor db upgrade` against "
+        "server.database_url once, then start"
     ]
 
 
