@@ -28,7 +28,7 @@ from state.store import (
 from tests.records import record_stop
 
 NOW = 1_700_000_000.0
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 TABLES = {
     "tasks",
     "jobs",
