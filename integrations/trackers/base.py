@@ -150,8 +150,10 @@ class Gone:
 @dataclass(frozen=True)
 class Notice:
     """A comment conveyor posts, in neutral form; each adapter renders it (HTML,
-    Markdown, Atlassian Document Format). ``marker`` is an invisible tag (an HTML comment
-    where the tracker keeps one) that makes the comment recognisable later."""
+    Markdown, Atlassian Document Format). ``marker`` is a tag that makes the comment
+    recognisable later (``CommentLookup``): a hidden HTML comment where the tracker keeps
+    the text as posted (Plane, GitHub, Gitea), a last line of inline code where it does
+    not (Linear's Markdown, Jira's ADF)."""
 
     headline: str
     items: tuple[str, ...] = ()

@@ -166,12 +166,20 @@ async def agent_running(svc: Services, ref: str) -> Task:
 
 
 def comment_routes(router: respx.MockRouter) -> tuple[respx.Route, respx.Route]:
-    linear = router.post(LINEAR_API).respond(
+    """The comment posts of Linear and Jira; the look for an earlier comment (before
+    posting) answers an empty list in each API's shape."""
+    empty = {"nodes": [], "pageInfo": {"hasNextPage": False, "endCursor": None}}
+    router.post(LINEAR_API, json__operationName="ConveyorComments").respond(
+        200, json={"data": {"issue": {"comments": empty}}}
+    )
+    linear = router.post(LINEAR_API, json__operationName="ConveyorComment").respond(
         200, json={"data": {"commentCreate": {"success": True, "comment": {"id": "c-1"}}}}
     )
-    jira = router.post(url__regex=rf"{JIRA_SITE}/rest/api/3/issue/[^/]+/comment").respond(
-        201, json={"id": "10001"}
+    jira_comments = rf"{JIRA_SITE}/rest/api/3/issue/[^/]+/comment"
+    router.get(url__regex=jira_comments).respond(
+        200, json={"startAt": 0, "maxResults": 100, "total": 0, "comments": []}
     )
+    jira = router.post(url__regex=jira_comments).respond(201, json={"id": "10001"})
     return linear, jira
 
 

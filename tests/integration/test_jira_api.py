@@ -36,6 +36,9 @@ SEARCH = "/rest/api/3/search/jql"
 FIELDS = ["status", "summary", "description", "labels", "updated", "project"]
 
 
+CODE_MARKER = {"type": "text", "text": "conveyor:stop:17", "marks": [{"type": "code"}]}
+
+
 def sample(name: str) -> Any:
     return json.loads((SAMPLES / f"{name}.json").read_text())
 
@@ -99,6 +102,8 @@ async def test_a_comment_is_an_adf_document_posted_with_basic_auth(
                     ],
                 },
                 paragraph("Move the ticket to To Analyse to start again."),
+                # The marker as inline code: ADF keeps no HTML comment.
+                {"type": "paragraph", "content": [CODE_MARKER]},
             ],
         },
         "properties": [{"key": "conveyor", "value": {"marker": "conveyor:stop:17"}}],

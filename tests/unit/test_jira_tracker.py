@@ -554,6 +554,12 @@ def test_a_notice_becomes_an_adf_comment() -> None:
                     {"type": "text", "text": "to start again."},
                 ],
             },
+            {
+                "type": "paragraph",
+                "content": [
+                    {"type": "text", "text": "conveyor:stop:9", "marks": [{"type": "code"}]}
+                ],
+            },
         ],
     }
     assert adf.notice_document(Notice(headline="")) == {

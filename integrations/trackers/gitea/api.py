@@ -1,7 +1,9 @@
 """Gitea's (and Forgejo's) REST API for issues, under ``/api/v1``.
 
 Comments and reads have GitHub's shape, so ``IssuesApi`` serves both; listing pages by
-``page``/``limit`` instead of ``Link`` and has no ETag.
+``page``/``limit`` instead of ``Link`` and has no ETag. An issue's comment list has no
+paging at all: Gitea answers every comment at once (``ListIssueComments`` takes only
+``since``/``before``), with ``X-Total-Count``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from datetime import datetime
 
 import httpx
 
-from integrations.trackers.base import Ticket, TrackerError
+from integrations.trackers.base import Ticket, TicketRef, TrackerError
 from integrations.trackers.github.api import MAX_PAGES, IssuesApi, oldest_first
 from integrations.trackers.labels.issues import since_param
 
@@ -30,6 +32,13 @@ def api_headers(token: str) -> dict[str, str]:
 @dataclass
 class GiteaIssuesApi(IssuesApi):
     """Issues of the mapped repositories on one Gitea or Forgejo instance."""
+
+    async def has_comment(self, ref: TicketRef, marker: str) -> bool:
+        """Whether a comment on the issue carries ``marker`` (Gitea keeps the Markdown as
+        posted, the hidden ``<!-- marker -->`` included). One request: the list is whole."""
+        path = self.issue_path(ref) + "/comments"
+        response = await self.api.request("GET", path)
+        return any(marker in body for body in self.comment_bodies(ref, response, path))
 
     async def changed_since(self, project: str, since: datetime) -> list[Ticket]:
         """Issues updated at or after ``since``, oldest first, page by page."""

@@ -23,6 +23,7 @@ from integrations.trackers.labels.rules import LabelRules
 API_VERSION = "2022-11-28"
 PER_PAGE = 100
 MAX_PAGES = 50  # 5,000 changed issues in one pass: more means the watermark is far off
+MAX_COMMENT_PAGES = 50  # 5,000 comments on one issue: more is not a ticket conveyor works on
 
 HINTS = {
     401: ": the token was refused; check CONVEYOR_GITHUB_TOKEN",
@@ -72,6 +73,37 @@ class IssuesApi:
     async def comment(self, ref: TicketRef, notice: Notice) -> None:
         path = self.issue_path(ref) + "/comments"
         await self.api.request("POST", path, json={"body": notice.as_markdown()})
+
+    async def has_comment(self, ref: TicketRef, marker: str) -> bool:
+        """Whether a comment on the issue carries ``marker``: GitHub keeps the Markdown as
+        posted, the hidden ``<!-- marker -->`` included. Pages by ``Link: rel="next"``
+        (oldest first, 100 a page) and stops at the first comment that has it."""
+        path = self.issue_path(ref) + "/comments"
+        response = await self.api.request("GET", path, params={"per_page": str(PER_PAGE)})
+        for page in range(1, MAX_COMMENT_PAGES + 1):
+            if any(marker in body for body in self.comment_bodies(ref, response, path)):
+                return True
+            next_url = response.links.get("next", {}).get("url")
+            if not next_url:
+                return False
+            if page == MAX_COMMENT_PAGES:
+                break
+            path = self._same_api(next_url)
+            response = await self.api.request("GET", path)
+        raise TrackerError(
+            f"{self.api.name}: {ref.key} has more than {MAX_COMMENT_PAGES} pages of comments"
+        )
+
+    def comment_bodies(self, ref: TicketRef, response: httpx.Response, path: str) -> list[str]:
+        """The ``body`` of every comment in one list answer (both forges' shape)."""
+        items = self.api.json_of(response, "GET", path)
+        if not isinstance(items, list):
+            raise TrackerError(f"{self.api.name}: the comments of {ref.key} are not a list")
+        return [
+            item["body"]
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("body"), str)
+        ]
 
     async def read(self, ref: TicketRef) -> Ticket | Gone:
         """The issue now; Gone on 410, or on 404 when the repository itself is readable."""

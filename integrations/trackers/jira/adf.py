@@ -52,7 +52,10 @@ def plain_text(doc: Any) -> str:
 
 
 def notice_document(notice: Notice) -> Node:
-    """A Notice as an ADF document: the headline, a bullet list of items, the closing."""
+    """A Notice as an ADF document: the headline, a bullet list of items, the closing, and
+    the marker as a last paragraph of inline code. ADF has no hidden node (an HTML comment
+    does not survive Jira's conversion), so the marker is visible text, which Jira keeps
+    exactly and ``has_comment`` finds in the comments' bodies."""
     content = [_paragraph(notice.headline)]
     items = [item for item in notice.items if item]
     if items:
@@ -60,6 +63,9 @@ def notice_document(notice: Notice) -> Node:
         content.append({"type": "bulletList", "content": entries})
     if notice.closing:
         content.append(_paragraph(notice.closing))
+    if notice.marker:
+        code = {"type": "text", "text": notice.marker, "marks": [{"type": "code"}]}
+        content.append({"type": "paragraph", "content": [code]})
     return {"type": "doc", "version": 1, "content": content}
 
 

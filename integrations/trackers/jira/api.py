@@ -22,6 +22,7 @@ from integrations.trackers.vocabulary import Vocabulary
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
+MAX_COMMENT_PAGES = 50
 COMMENT_PROPERTY = "conveyor"  # the comment property that carries a Notice's marker
 # JQL reads a date in the API user's time zone. Unknown, the wall clock of UTC-12 is the
 # earliest reading any zone can give: more issues come back, none is missed.
@@ -67,9 +68,30 @@ class JiraApi:
     async def comment(self, ref: TicketRef, notice: Notice) -> None:
         body: dict[str, Any] = {"body": adf.notice_document(notice)}
         if notice.marker:
-            # ADF keeps no HTML comments: the marker rides along as a comment property.
+            # The marker is in the body as text (ADF keeps no HTML comments), and rides
+            # along as a comment property as well.
             body["properties"] = [{"key": COMMENT_PROPERTY, "value": {"marker": notice.marker}}]
         await self.api.request("POST", f"/rest/api/3/issue/{_id_or_key(ref)}/comment", json=body)
+
+    async def has_comment(self, ref: TicketRef, marker: str) -> bool:
+        """Whether a comment on the issue carries ``marker``: in its ADF body (where
+        ``comment`` puts it as text) or in its properties, should Jira list them. Newest
+        first (``orderBy=-created``), paged by ``startAt``/``maxResults`` against ``total``."""
+        path = f"/rest/api/3/issue/{_id_or_key(ref)}/comment"
+        start = 0
+        for _ in range(MAX_COMMENT_PAGES):
+            params = {"startAt": str(start), "maxResults": str(PAGE_SIZE), "orderBy": "-created"}
+            page = await self.api.get_json(path, params)
+            comments = page.get("comments") if isinstance(page, dict) else None
+            if not isinstance(comments, list):
+                raise TrackerError(f"jira comments of {ref.key}: the answer has no comments list")
+            if any(_carries(comment, marker) for comment in comments):
+                return True
+            start += len(comments)
+            total = page.get("total")
+            if not comments or not isinstance(total, int) or start >= total:
+                return False
+        raise TrackerError(f"jira: {ref.key} has more than {MAX_COMMENT_PAGES} pages of comments")
 
     async def read(self, ref: TicketRef) -> Ticket | Gone:
         path = f"/rest/api/3/issue/{_id_or_key(ref)}"
@@ -127,6 +149,21 @@ class JiraApi:
         return issues.ticket_of(
             issue, vocabulary=self.vocabulary, fail=_answer_error, base_url=self.base_url
         )
+
+
+def _carries(comment: Any, marker: str) -> bool:
+    if not isinstance(comment, dict):
+        return False
+    if marker in adf.plain_text(comment.get("body")):
+        return True
+    properties = comment.get("properties")
+    return isinstance(properties, list) and any(
+        isinstance(p, dict)
+        and p.get("key") == COMMENT_PROPERTY
+        and isinstance(p.get("value"), dict)
+        and p["value"].get("marker") == marker
+        for p in properties
+    )
 
 
 def _id_or_key(ref: TicketRef) -> str:

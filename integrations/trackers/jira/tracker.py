@@ -104,6 +104,10 @@ class JiraTracker:
     async def comment(self, ref: TicketRef, notice: Notice) -> None:
         await self._require_api().comment(ref, notice)
 
+    async def has_comment(self, ref: TicketRef, marker: str) -> bool:
+        """``CommentLookup``: whether a comment on the issue carries the Notice's marker."""
+        return await self._require_api().has_comment(ref, marker)
+
     def _require_api(self) -> JiraApi:
         if self._api is None:
             raise TrackerError(NO_API)

@@ -35,6 +35,8 @@ class Issues(Protocol):
 
     async def comment(self, ref: TicketRef, notice: Notice) -> None: ...
 
+    async def has_comment(self, ref: TicketRef, marker: str) -> bool: ...
+
 
 class Reader(Protocol):
     """A forge's sans-I/O reading of its ``issues`` deliveries."""
@@ -84,6 +86,10 @@ class LabelTracker:
 
     async def comment(self, ref: TicketRef, notice: Notice) -> None:
         await self._api().comment(ref, notice)
+
+    async def has_comment(self, ref: TicketRef, marker: str) -> bool:
+        """``CommentLookup``: whether a comment on the issue carries the Notice's marker."""
+        return await self._api().has_comment(ref, marker)
 
     def _api(self) -> Issues:
         if self.issues is None:

@@ -4,6 +4,7 @@ count complexity, so asking for less is cheaper)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from integrations.trackers.linear.graphql import EntityNotFound, LinearGraphQL
 from integrations.trackers.vocabulary import Vocabulary
 
 PAGE_SIZE = 100
+MAX_COMMENT_PAGES = 50
 
 TICKET_FIELDS = """
 fragment ConveyorTicket on Issue {
@@ -31,6 +33,17 @@ fragment ConveyorTicket on Issue {
 COMMENT = """
 mutation ConveyorComment($input: CommentCreateInput!) {
   commentCreate(input: $input) { success comment { id } }
+}
+"""
+
+COMMENTS = """
+query ConveyorComments($id: String!, $first: Int!, $after: String) {
+  issue(id: $id) {
+    comments(first: $first, after: $after) {
+      nodes { body }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
 }
 """
 
@@ -71,11 +84,30 @@ class LinearApi:
         self.vocabulary = vocabulary
 
     async def comment(self, ref: TicketRef, notice: Notice) -> None:
-        variables = {"input": {"issueId": ref.issue_id, "body": notice.as_markdown()}}
+        variables = {"input": {"issueId": ref.issue_id, "body": comment_markdown(notice)}}
         data = await self.graphql.execute("ConveyorComment", COMMENT, variables)
         result = data.get("commentCreate")
         if not isinstance(result, dict) or result.get("success") is not True:
             raise TrackerError(f"linear commentCreate on {ref.key} did not succeed")
+
+    async def has_comment(self, ref: TicketRef, marker: str) -> bool:
+        """Whether a comment on the issue carries ``marker``, following the cursor of
+        ``issue.comments`` (``first``/``after``, ``pageInfo``)."""
+        variables: dict[str, Any] = {"id": ref.issue_id, "first": PAGE_SIZE, "after": None}
+        for _ in range(MAX_COMMENT_PAGES):
+            data = await self.graphql.execute("ConveyorComments", COMMENTS, variables)
+            issue = data.get("issue")
+            if not isinstance(issue, dict):
+                raise TrackerError(f"linear comments of {ref.key}: the answer has no issue")
+            nodes, cursor = _connection(issue.get("comments"), f"comments of {ref.key}")
+            if any(isinstance(n, dict) and marker in str(n.get("body") or "") for n in nodes):
+                return True
+            if cursor is None:
+                return False
+            if cursor == variables["after"]:
+                raise TrackerError(f"linear comments of {ref.key}: the cursor did not advance")
+            variables["after"] = cursor
+        raise TrackerError(f"linear: {ref.key} has more than {MAX_COMMENT_PAGES} pages of comments")
 
     async def read(self, ref: TicketRef) -> Ticket | Gone:
         try:
@@ -113,18 +145,30 @@ class LinearApi:
         return issues.ticket_of(node, vocabulary=self.vocabulary, fail=_answer_error, team=team)
 
 
+def comment_markdown(notice: Notice) -> str:
+    """A Notice as the Markdown of a Linear comment. Linear stores a comment as its own
+    document and writes ``body`` back from it, so an HTML comment is not sure to survive:
+    the marker is a last line of inline code, which any Markdown round trip keeps."""
+    text = dataclasses.replace(notice, marker="").as_markdown()
+    return f"{text}\n\n`{notice.marker}`" if notice.marker else text
+
+
 def _page(data: dict[str, Any]) -> tuple[list[Any], str | None]:
     """The page's nodes and the cursor of the next page (None on the last)."""
-    connection = data.get("issues")
+    return _connection(data.get("issues"), "issues")
+
+
+def _connection(connection: Any, what: str) -> tuple[list[Any], str | None]:
+    """A GraphQL connection's nodes and the cursor of its next page (None on the last)."""
     if not isinstance(connection, dict) or not isinstance(connection.get("nodes"), list):
-        raise TrackerError("linear issues: the answer has no nodes")
+        raise TrackerError(f"linear {what}: the answer has no nodes")
     info = connection.get("pageInfo")
     info = info if isinstance(info, dict) else {}
     if info.get("hasNextPage") is not True:
         return connection["nodes"], None
     cursor = info.get("endCursor")
     if not isinstance(cursor, str) or not cursor:
-        raise TrackerError("linear issues: hasNextPage without an endCursor")
+        raise TrackerError(f"linear {what}: hasNextPage without an endCursor")
     return connection["nodes"], cursor
 
 
