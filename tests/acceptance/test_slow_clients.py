@@ -88,6 +88,26 @@ def test_a_body_that_trickles_in_gets_408_and_the_connection_closes(
 
 
 @pytest.mark.timeout(120)
+def test_a_refused_body_lingers_so_the_client_reads_its_answer(
+    server: tuple[str, int],
+) -> None:
+    """After the 408 the server shuts its write side and drains what the client still
+    sends for a while: a client that keeps sending is not reset (a reset can destroy the answer
+    before the client reads it, the way a loaded machine once lost this 408)."""
+    head = (
+        b"POST /webhooks/plane HTTP/1.1\r\nHost: conveyor\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+    )
+    with socket.create_connection(server) as sock:
+        sock.sendall(head)
+        answer = closed_by_server(sock)  # the body stalls: 408, then end of stream
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        sock.sendall(b" " * 4096)  # the client has not noticed yet and sends on
+        time.sleep(0.3)  # a closed socket would have answered those bytes with a reset
+        sock.sendall(b" " * 4096)  # so this raises BrokenPipeError unless the server drains
+
+
+@pytest.mark.timeout(120)
 def test_an_idle_keep_alive_connection_is_closed(server: tuple[str, int]) -> None:
     with socket.create_connection(server) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: conveyor\r\n\r\n")
