@@ -7,7 +7,15 @@ import math
 
 import pytest
 
-from bench import cli_startup, queue_scale, reconcile, reset_cost, stop_latency, webhook_intake
+from bench import (
+    cli_startup,
+    deferred_stop,
+    queue_scale,
+    reconcile,
+    reset_cost,
+    stop_latency,
+    webhook_intake,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +60,15 @@ def test_reset_cost_smoke() -> None:
     assert sane(result.ratio_total) and sane(result.ratio_p50) and sane(result.ratio_guarded)
     assert set(result.steps) >= {"processes", "worktree", "remote_branch", "terminal"}
     assert "conveyor/floor" in reset_cost.render(result)
+
+
+def test_deferred_stop_smoke() -> None:
+    result = deferred_stop.run(tasks=1, interval=0.5, merge_seconds=0.5)
+    assert result.ok, (result.problems, result.survivors)
+    assert len(result.applied) == len(result.terminal) == len(result.closed) == 1
+    assert result.floor and all(sane(v) for v in result.floor)
+    assert result.applied[0] >= 0 and result.closed[0] >= result.applied[0]
+    assert "merged -> deferred stop applied" in deferred_stop.render(result)
 
 
 def test_queue_scale_smoke() -> None:
