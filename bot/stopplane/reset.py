@@ -3,6 +3,12 @@
 Each step reads what it needs, does its one thing, and returns a small JSON result that
 is stored on the stop record before the next step starts; a step already recorded is
 skipped, so a reset resumed after a crash does nothing twice.
+
+The steps that only write the store (`lease`, `tombstone`, `terminal`) do their write
+and record themselves in one transaction, and consecutive ones share it (`tombstone` +
+`terminal`): a crash leaves such a step either done and recorded or not done at all, so
+for them `done:<step>` (effect out, record not in) cannot happen; its failpoint fires
+just before that transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from bot.engine.workers import owned_here
 from bot.services import Services
@@ -31,6 +37,8 @@ from state.store import add_event, get_task, original_key, tombstone_task_keys, 
 log = logging.getLogger(__name__)
 
 Step = Callable[[Services, StopRecord, Task], Awaitable[dict[str, Any]]]
+# A step that only writes the store: (conn, stop record so far, task id, now) → result.
+StoreStep = Callable[[Any, StopRecord, int, float], dict[str, Any]]
 
 
 async def run_reset(svc: Services, stop_id: str) -> None:
@@ -58,6 +66,9 @@ async def _run_steps(svc: Services, stop_id: str) -> None:
         done = stops.stop_steps(rec)
         if name in done:
             continue
+        if name in STORE_STEPS:
+            rec = await _run_store_steps(svc, stop_id, name, task, done)
+            continue
         if name in _NEEDS_FRESH_TASK:  # a worker may have recorded a push meanwhile
             task = await svc.store.run_read(get_task, rec.task_id)
             if task is None:
@@ -65,7 +76,7 @@ async def _run_steps(svc: Services, stop_id: str) -> None:
         # The worktree and the remote branch are independent (different locks, one the
         # clone's worktrees, the other a push): both run at once, each recorded as its
         # own step. A crash before either record runs both again; both are idempotent.
-        batch = [(name, step)]
+        batch: list[tuple[str, Step]] = [(name, cast(Step, step))]
         if name == "worktree" and "remote_branch" not in done:
             batch.append(("remote_branch", delete_branch))
         for each, _ in batch:
@@ -83,17 +94,68 @@ async def _run_steps(svc: Services, stop_id: str) -> None:
                 stops.mark_step, stop_id, each, result, close_at=close_at, at=finished
             )
             failpoint(f"after:{each}")
-            log.info(
-                "reset step done",
-                extra={
-                    "task": original_key(task.key),
-                    "stop_id": stop_id,
-                    "action": each,
-                    "outcome": result,
-                },
-            )
+            _log_step(task, stop_id, each, result)
             if rec is None:
                 return
+
+
+async def _run_store_steps(
+    svc: Services, stop_id: str, first: str, task: Task, done: dict[str, Any]
+) -> StopRecord | None:
+    """The store-only steps from `first` up to the next other step, those not yet recorded,
+    done and recorded in one transaction; the record as it then stands (None: the stop
+    vanished meanwhile)."""
+    order = [each for each, _ in STEPS]
+    names: list[str] = []
+    for each in order[order.index(first) :]:
+        if each not in STORE_STEPS:
+            break
+        if each not in done:
+            names.append(each)
+    for each in names:
+        failpoint(f"before:{each}")
+    if not await _claim(svc, stop_id):
+        return None
+    for each in names:
+        failpoint(f"done:{each}")  # one transaction: nothing of these is out yet
+    last = STEPS[-1][0]
+    now = svc.clock.now()
+    rec_after, results = await svc.store.run_until_current(
+        _store_steps, stop_id, task.id, names, now, now if last in names else None
+    )
+    for each in names:
+        failpoint(f"after:{each}")
+        _log_step(task, stop_id, each, results[each])
+    if "terminal" in results and rec_after is not None:
+        _observe_terminal(svc, rec_after, str(results["terminal"]["outcome"]))
+    return rec_after
+
+
+def _store_steps(
+    conn: Any, stop_id: str, task_id: int, names: list[str], now: float, close_at: float | None
+) -> tuple[StopRecord | None, dict[str, dict[str, Any]]]:
+    """Each named store step's write and its record, in this one transaction."""
+    rec = stops.get_stop(conn, stop_id)
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if rec is None or rec.status is not StopStatus.OPEN:
+            break
+        results[name] = STORE_STEPS[name](conn, rec, task_id, now)
+        closing = close_at if name == names[-1] else None
+        rec = stops.mark_step(conn, stop_id, name, results[name], close_at=closing, at=now)
+    return rec, results
+
+
+def _log_step(task: Task, stop_id: str, step: str, result: Any) -> None:
+    log.info(
+        "reset step done",
+        extra={
+            "task": original_key(task.key),
+            "stop_id": stop_id,
+            "action": step,
+            "outcome": result,
+        },
+    )
 
 
 _NEEDS_FRESH_TASK = frozenset({"pull_request", "worktree", "remote_branch"})
@@ -187,8 +249,8 @@ async def _stop_late_starters(svc: Services, task: Task) -> int:
     return len(reports)
 
 
-async def release_lease(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
-    return {"released": await svc.store.run(jobs.release_lease, task.id)}
+def release_lease(conn: Any, rec: StopRecord, task_id: int, now: float) -> dict[str, Any]:
+    return {"released": jobs.release_lease(conn, task_id)}
 
 
 # -- step 5: the worktree, by the server whose data dir holds it ----------------------------
@@ -214,16 +276,15 @@ async def worktree(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]
 # -- steps 7 and 8: tombstone and terminal -------------------------------------------------
 
 
-async def tombstone(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+def tombstone(conn: Any, rec: StopRecord, task_id: int, now: float) -> dict[str, Any]:
     """Free the ticket's keys so the start status can make a fresh task later."""
-    done = await svc.store.run_until_current(
-        _apply, lambda conn, t: tombstone_task_keys(conn, t, svc.clock.now()), task.id
-    )
+    done = _apply(conn, lambda conn, t: tombstone_task_keys(conn, t, now), task_id)
     return {"issue_id": done.issue_id, "key": done.key}
 
 
-async def make_terminal(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
-    """Stage `cancelled`, the outcome, one audit event with the counts, the stop closed."""
+def make_terminal(conn: Any, rec: StopRecord, task_id: int, now: float) -> dict[str, Any]:
+    """Stage `cancelled`, the outcome, one audit event with the counts (from the steps
+    recorded so far)."""
     steps = stops.stop_steps(rec)
     outcome = (
         "cancelled_forced" if steps.get("processes", {}).get("forced") else "cancelled_graceful"
@@ -232,10 +293,9 @@ async def make_terminal(svc: Services, rec: StopRecord, task: Task) -> dict[str,
     trigger = Trigger.FINALIZE_CANCEL if rec.window else Trigger.STOP
 
     def apply(conn: Any, current: Task) -> Task:
-        return _cancel(conn, rec, current, trigger, outcome, counts, svc.clock.now())
+        return _cancel(conn, rec, current, trigger, outcome, counts, now)
 
-    final = await svc.store.run_until_current(_apply, apply, task.id)
-    _observe_terminal(svc, rec, outcome)
+    final = _apply(conn, apply, task_id)
     return {"outcome": final.outcome, "effects_committed": final.merged_at is not None, **counts}
 
 
@@ -313,7 +373,13 @@ def _apply(conn: Any, fn: Callable[[Any, Task], Task], task_id: int) -> Task:
     return fn(conn, task)
 
 
-STEPS: list[tuple[str, Step]] = [
+STORE_STEPS: dict[str, StoreStep] = {
+    "lease": release_lease,
+    "tombstone": tombstone,
+    "terminal": make_terminal,
+}
+
+STEPS: list[tuple[str, Step | StoreStep]] = [
     ("processes", stop_processes),
     ("jobs", cancel_jobs),
     ("lease", release_lease),
