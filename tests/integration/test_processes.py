@@ -269,6 +269,7 @@ async def test_a_reused_pid_is_not_signalled(launch: Launch) -> None:
     assert report.outcome is StopOutcome.REFUSED
     assert "pid reused" in report.reason
     assert report.term_sent_at is None
+    assert report.members_at_term == 0  # counts nothing as stopped in the stop's record
     assert agent.poll() is None
     assert group_alive(agent.ref.pgid) is True
 
@@ -280,6 +281,17 @@ def test_own_group_and_system_groups_are_refused() -> None:
     assert ownership_refusal(ProcessRef(1, 1, 0)) is not None
     assert ownership_refusal(ProcessRef(4242, 1, 0)) is not None
     assert ownership_refusal(ProcessRef(4242, 4242, 0), own_pgid=4242) is not None
+
+
+def test_pid_1_is_refused_whatever_its_group_and_each_refusal_says_why() -> None:
+    """pid 1 with a start time that matches (so no pid-reuse refusal covers for it) and a
+    group of its own is still the system's; the reasons name the rule that refused."""
+    init = ProcessRef(1, 4242, read_start_time(1) or 0)
+    assert "belongs to the system" in (ownership_refusal(init, own_pgid=7) or "")
+    system = ownership_refusal(ProcessRef(4242, 1, 0), own_pgid=7)
+    assert system == "pid 4242 / pgid 1 belongs to the system, never to an agent"
+    own = ownership_refusal(ProcessRef(4242, 4242, 0), own_pgid=4242)
+    assert own == "pgid 4242 is conveyor's own process group"
 
 
 def test_a_group_whose_leader_is_gone_is_still_ours() -> None:
@@ -294,6 +306,7 @@ async def test_an_unreaped_zombie_counts_as_gone(launch: Launch) -> None:
     assert read_start_time(agent.ref.pid) == agent.ref.start_time
     report = await stop_process_group(agent.ref, grace=1, reap=agent.popen.poll)
     assert report.outcome is StopOutcome.ALREADY_GONE
+    assert report.members_at_term == 0
     assert agent.popen.returncode == 3
 
 
@@ -318,6 +331,13 @@ async def test_request_exit_asks_our_agent_and_never_a_stranger(launch: Launch) 
     assert agent.poll() is None  # a start time that does not match: not signalled
     assert request_exit(agent.ref) is True
     assert await agent.wait() == 0  # the cooperative agent left on SIGTERM
+
+
+async def test_request_exit_to_a_group_that_is_gone_says_not_sent(launch: Launch) -> None:
+    agent = launch(command="exit 0")
+    assert await agent.wait() == 0  # reaped: no process is left in the group
+    assert group_alive(agent.ref.pgid) is False
+    assert request_exit(agent.ref) is False
 
 
 class ManualTime:
