@@ -173,3 +173,44 @@ async def test_cleanup_retries_double_from_the_interval_and_stop_at_the_cap(
         clock.t = (await row())["next_attempt_at"]
         await finalizer.retry_cleanups(svc)
         assert (await row())["status"] == "done"  # the branch was never pushed: missing
+
+
+async def test_one_failing_cleanup_does_not_hold_up_the_others_in_a_tick(
+    tmp_path: Path,
+) -> None:
+    """Two cleanups due in one finalizer tick, the first failing (its remote is down):
+    the second is still retried and settled, and each outcome is in the audit."""
+    clock = ManualClock()
+    settings = make_settings(tmp_path, stop={"finalizer_interval_seconds": 5})
+    bare = tmp_path / "app-remote.git"
+
+    def configure(svc) -> None:  # type: ignore[no-untyped-def]
+        svc.clock = clock
+
+    async with intake_running(settings, configure=configure) as (client, svc):
+        assert (await deliver(client, sample("v1_state_to_analyse"))).json()["outcome"] == "started"
+        task = await svc.store.run_read(find_task, "PROJ-42")
+        assert task is not None
+        bare.rename(tmp_path / "away.git")  # the branch deletion cannot reach its remote
+        for retry_at, step, detail in (
+            (5.0, "remote_branch", {"branch": "conveyor/PROJ-42", "sha": "0" * 40}),
+            (6.0, "worktree", {"path": str(svc.worktrees_root / "app" / "gone-already")}),
+        ):
+            await svc.store.run(
+                stops.add_cleanup,
+                task_id=task.id,
+                stop_id=None,
+                step=step,
+                detail=detail,
+                error="earlier failure",
+                now=clock.now(),
+                retry_at=clock.now() + retry_at,
+            )
+        clock.t += 6.0  # both due; the failing one comes first
+        await finalizer.retry_cleanups(svc)
+        rows = {r["step"]: r for r in await svc.store.run_read(stops.cleanups_for_task, task.id)}
+        assert rows["remote_branch"]["status"] == "pending"
+        assert rows["remote_branch"]["attempts"] == 2  # its first failure, then this one
+        assert rows["worktree"]["status"] == "done"
+        kinds = [e["kind"] for e in await svc.store.run_read(events_for_task, task.id)]
+        assert "cleanup_done" in kinds
