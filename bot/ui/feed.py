@@ -36,6 +36,7 @@ from state.errors import StoreError
 from state.models import JOB_TERMINAL, OPEN_STOP_STATUSES, TERMINAL, JobStatus, Stage
 from state.queue import iso
 from state.schema import audit_events, counts, jobs, stop_records, tasks
+from state.stops import step_rank
 from state.store import Store, original_key
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ def read_changes(conn: Connection, seen: Snapshot) -> tuple[Snapshot, list[Chang
         if was_stop is None:
             data = {**base, "status": "requested", "at": iso(srow.requested_at)}
             timed.append((srow.requested_at, ("stop", data)))
-        for name, result in steps.items():
+        for name, result in sorted(steps.items(), key=lambda item: step_rank(item[0])):
             if name in done_before:
                 continue
             at = result.get("at") if isinstance(result, dict) else None
