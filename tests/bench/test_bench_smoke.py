@@ -75,7 +75,7 @@ def test_queue_scale_smoke() -> None:
     backends = ["sqlite"]
     if queue_scale.postgres_url(None):
         backends.append("postgresql")
-    result = queue_scale.run(sizes=[100, 1000], backends=backends, samples=5, budget=5.0)
+    result = queue_scale.run(sizes=[100, 300], backends=backends, samples=5, budget=5.0)
     assert result.clean and result.server_errors == 0
     assert result.count_mismatches == 0  # migration 0002's counts agree with the rows
     assert len(result.points) == 2 * len(backends)
