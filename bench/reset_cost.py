@@ -54,21 +54,12 @@ from bench.common import (  # noqa: E402
     verdict,
     workspace,
 )
+from state.models import RESET_STEP_ORDER  # noqa: E402
 
 TARGET = 1.5
 TARGET_GUARDED = 1.3
 GIT_STEPS = "worktree + remote_branch"
-STEPS = (
-    "processes",
-    "jobs",
-    "lease",
-    "pull_request",
-    "worktree",
-    "remote_branch",
-    "tombstone",
-    "terminal",
-    "notify",
-)
+STEPS = RESET_STEP_ORDER
 
 
 @dataclass

@@ -47,6 +47,29 @@ class StopStatus(StrEnum):
 
 OPEN_STOP_STATUSES = (StopStatus.OPEN.value, StopStatus.DEFERRED.value)
 
+# The reset's steps in the order they run (`bot.stopplane.reset.STEPS` holds the same
+# names): a stop record stores its steps as a JSON object with sorted keys, and steps
+# recorded in one transaction share their `at`, so readers order them by this.
+RESET_STEP_ORDER = (
+    "processes",
+    "jobs",
+    "lease",
+    "pull_request",
+    "worktree",
+    "remote_branch",
+    "tombstone",
+    "terminal",
+    "notify",
+)
+
+
+def step_rank(name: str) -> int:
+    """Where a step comes in the reset (unknown names last)."""
+    try:
+        return RESET_STEP_ORDER.index(name)
+    except ValueError:
+        return len(RESET_STEP_ORDER)
+
 
 def parse_stage(value: str) -> Stage:
     """A stage from the store, with the way out in the error if it is unknown."""

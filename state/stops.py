@@ -126,30 +126,6 @@ def amend_step(conn: Connection, stop_id: str, step: str, changes: dict[str, Any
     return True
 
 
-# The reset's steps in the order they run (`bot.stopplane.reset.STEPS` holds the same
-# names): a stop record stores its steps as a JSON object with sorted keys, and steps
-# recorded in one transaction share their `at`, so readers order them by this.
-RESET_STEP_ORDER = (
-    "processes",
-    "jobs",
-    "lease",
-    "pull_request",
-    "worktree",
-    "remote_branch",
-    "tombstone",
-    "terminal",
-    "notify",
-)
-
-
-def step_rank(name: str) -> int:
-    """Where a step comes in the reset (unknown names last)."""
-    try:
-        return RESET_STEP_ORDER.index(name)
-    except ValueError:
-        return len(RESET_STEP_ORDER)
-
-
 def stop_steps(record: StopRecord) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(record.steps or "{}")
     return loaded

@@ -33,10 +33,9 @@ from typing import Any
 from sqlalchemy import Connection, func, or_, select
 
 from state.errors import StoreError
-from state.models import JOB_TERMINAL, OPEN_STOP_STATUSES, TERMINAL, JobStatus, Stage
+from state.models import JOB_TERMINAL, OPEN_STOP_STATUSES, TERMINAL, JobStatus, Stage, step_rank
 from state.queue import iso
 from state.schema import audit_events, counts, jobs, stop_records, tasks
-from state.stops import step_rank
 from state.store import Store, original_key
 
 log = logging.getLogger(__name__)

@@ -15,17 +15,14 @@ from starlette.routing import Route
 from bot.api import views
 from bot.api.http import services
 from bot.api.tasks import reconcile_block, task_detail
-from bot.stopplane.reset import STEPS
 from bot.ui import render
 from bot.ui.access import SECURITY_HEADERS
-from state.models import TERMINAL, Stage
+from state.models import TERMINAL, Stage, step_rank
 from state.queue import iso, queue_summary
 from state.schema import jobs, stop_records
 from state.store import recent_tasks
 
 RECENT_TASKS = 100
-# The reset's steps in the order they run; others (none today) after them.
-STEP_ORDER = tuple(name for name, _ in STEPS)
 RETRY_PATH = "/tasks/{ref}/retry"
 
 
@@ -119,7 +116,7 @@ async def task_page(request: Request) -> Response:
 
 
 def _step_rank(name: str) -> tuple[int, str]:
-    return (STEP_ORDER.index(name) if name in STEP_ORDER else len(STEP_ORDER), name)
+    return (step_rank(name), name)
 
 
 def _has_route(request: Request, path: str) -> bool:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from state.models import RESET_STEP_ORDER
+
 Doc = Mapping[str, Any]
 
 
@@ -69,17 +71,7 @@ def steps(detail: Doc) -> Doc:
 
 # -- the claims ------------------------------------------------------------------------------
 
-RESET_STEPS = (
-    "processes",
-    "jobs",
-    "lease",
-    "pull_request",
-    "worktree",
-    "remote_branch",
-    "tombstone",
-    "terminal",
-    "notify",
-)
+RESET_STEPS = RESET_STEP_ORDER
 
 
 def stop_record(detail: Doc, world: World) -> Claim:
