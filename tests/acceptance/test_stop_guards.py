@@ -4,6 +4,7 @@ the cleanup backoff, driven by a manual clock so the schedule is checked, not wa
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from bot.engine import dispatch
@@ -125,12 +126,12 @@ async def test_a_protected_pattern_inside_conveyors_namespace_is_never_deleted(
         assert "conveyor/keep-1" in h.remote_branches()
 
 
-async def test_cleanup_retries_double_from_the_interval_and_stop_at_the_cap(
-    tmp_path: Path,
-) -> None:
+@contextlib.asynccontextmanager
+async def started_with_remote_down(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """PROJ-42 started on a manual clock (finalizer interval 5 s), then its bare remote
+    moved to `tmp_path / "away.git"` so that every push to it fails: (svc, task, clock)."""
     clock = ManualClock()
     settings = make_settings(tmp_path, stop={"finalizer_interval_seconds": 5})
-    bare = tmp_path / "app-remote.git"
 
     def configure(svc) -> None:  # type: ignore[no-untyped-def]
         svc.clock = clock
@@ -139,7 +140,15 @@ async def test_cleanup_retries_double_from_the_interval_and_stop_at_the_cap(
         assert (await deliver(client, sample("v1_state_to_analyse"))).json()["outcome"] == "started"
         task = await svc.store.run_read(find_task, "PROJ-42")
         assert task is not None
-        bare.rename(tmp_path / "away.git")  # the remote is down: every retry fails
+        (tmp_path / "app-remote.git").rename(tmp_path / "away.git")
+        yield svc, task, clock
+
+
+async def test_cleanup_retries_double_from_the_interval_and_stop_at_the_cap(
+    tmp_path: Path,
+) -> None:
+    bare = tmp_path / "app-remote.git"
+    async with started_with_remote_down(tmp_path) as (svc, task, clock):  # every retry fails
         await svc.store.run(
             stops.add_cleanup,
             task_id=task.id,
@@ -180,18 +189,7 @@ async def test_one_failing_cleanup_does_not_hold_up_the_others_in_a_tick(
 ) -> None:
     """Two cleanups due in one finalizer tick, the first failing (its remote is down):
     the second is still retried and settled, and each outcome is in the audit."""
-    clock = ManualClock()
-    settings = make_settings(tmp_path, stop={"finalizer_interval_seconds": 5})
-    bare = tmp_path / "app-remote.git"
-
-    def configure(svc) -> None:  # type: ignore[no-untyped-def]
-        svc.clock = clock
-
-    async with intake_running(settings, configure=configure) as (client, svc):
-        assert (await deliver(client, sample("v1_state_to_analyse"))).json()["outcome"] == "started"
-        task = await svc.store.run_read(find_task, "PROJ-42")
-        assert task is not None
-        bare.rename(tmp_path / "away.git")  # the branch deletion cannot reach its remote
+    async with started_with_remote_down(tmp_path) as (svc, task, clock):
         for retry_at, step, detail in (
             (5.0, "remote_branch", {"branch": "conveyor/PROJ-42", "sha": "0" * 40}),
             (6.0, "worktree", {"path": str(svc.worktrees_root / "app" / "gone-already")}),
