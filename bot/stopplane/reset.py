@@ -118,31 +118,29 @@ async def _run_store_steps(
         return None
     for each in names:
         failpoint(f"done:{each}")  # one transaction: nothing of these is out yet
-    last = STEPS[-1][0]
-    now = svc.clock.now()
     rec_after, results = await svc.store.run_until_current(
-        _store_steps, stop_id, task.id, names, now, now if last in names else None
+        _store_steps, stop_id, task.id, names, svc.clock.now()
     )
-    for each in names:
+    for each, result in results.items():
         failpoint(f"after:{each}")
-        _log_step(task, stop_id, each, results[each])
+        _log_step(task, stop_id, each, result)
     if "terminal" in results and rec_after is not None:
         _observe_terminal(svc, rec_after, str(results["terminal"]["outcome"]))
     return rec_after
 
 
 def _store_steps(
-    conn: Any, stop_id: str, task_id: int, names: list[str], now: float, close_at: float | None
+    conn: Any, stop_id: str, task_id: int, names: list[str], now: float
 ) -> tuple[StopRecord | None, dict[str, dict[str, Any]]]:
-    """Each named store step's write and its record, in this one transaction."""
+    """Each named store step's write and its record, in this one transaction (never the
+    last step: `notify` closes the stop)."""
     rec = stops.get_stop(conn, stop_id)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         if rec is None or rec.status is not StopStatus.OPEN:
             break
         results[name] = STORE_STEPS[name](conn, rec, task_id, now)
-        closing = close_at if name == names[-1] else None
-        rec = stops.mark_step(conn, stop_id, name, results[name], close_at=closing, at=now)
+        rec = stops.mark_step(conn, stop_id, name, results[name], at=now)
     return rec, results
 
 
