@@ -11,7 +11,6 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from state.errors import StaleVersionError, StoreError
 from state.models import NewTask, Stage, Task
 from state.schema import audit_events, tasks
+from state.writer import GroupWriter
 
 T = TypeVar("T")
 MAX_TASK_ID = 2**31 - 1  # task ids are 32-bit integers on both databases
@@ -46,12 +46,10 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # SQLite has one writer at a time: queueing writes on one thread of our own beats
-        # a crowd of threads sleeping in SQLite's busy back-off while holding connections.
+        # SQLite has one writer at a time: async writes queue on one thread of ours,
+        # which commits those that queued together in one transaction (state/writer.py).
         self._writer = (
-            ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite-writer")
-            if engine.dialect.name == "sqlite"
-            else None
+            GroupWriter(self.begin, self.write) if engine.dialect.name == "sqlite" else None
         )
 
     @property
@@ -100,10 +98,9 @@ class Store:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(conn, *args, **kwargs)` in a write transaction, off the event loop."""
-        call = partial(self.write, fn, *args, **kwargs)
         if self._writer is None:
-            return await anyio.to_thread.run_sync(call)
-        return await asyncio.get_running_loop().run_in_executor(self._writer, call)
+            return await anyio.to_thread.run_sync(partial(self.write, fn, *args, **kwargs))
+        return await asyncio.wrap_future(self._writer.submit(fn, *args, **kwargs))
 
     async def run_until_current(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`run`, again while a compare-and-set loses: `fn` re-reads and re-decides."""
@@ -130,7 +127,7 @@ class Store:
 
     def dispose(self) -> None:
         if self._writer is not None:
-            self._writer.shutdown(wait=True)
+            self._writer.shutdown()
         self.engine.dispose()
 
 

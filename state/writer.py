@@ -1,0 +1,149 @@
+"""SQLite's one writer, committing in groups.
+
+SQLite lets one connection write at a time, so every async write goes to one thread of
+ours instead of a crowd of threads sleeping in SQLite's busy back-off. That thread
+commits in groups: the writes that queued while a transaction was open share the next
+one, each inside its own SAVEPOINT, and every caller is answered only once the group's
+COMMIT has returned. A write that fails rolls back to its savepoint and raises to its
+own caller alone; the others in the group are unaffected. If the COMMIT itself fails,
+nothing of the group was kept and each write is run again on its own, so every caller
+gets the answer a transaction of its own would have given.
+
+Durability is what one transaction per write gave: in WAL mode with
+`synchronous=NORMAL` a COMMIT has reached the operating system's page cache when it
+returns (it survives a kill -9 of the server, which is what the intake's 202 promises),
+and the WAL is synced at checkpoints; a power loss can drop the last commits. A STOP
+lost that way is found again by reconciliation, which compares the tracker's states with
+the store (docs/architecture.md, "A webhook, end to end").
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from state.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 64  # writes per COMMIT at most, so that a burst is answered in slices
+
+
+@dataclass
+class _Write:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    future: Future[Any] = field(default_factory=Future)
+
+
+class GroupWriter:
+    """One thread that runs writes, several to a transaction when they queue. `begin`
+    opens a write transaction; `write(fn, *args, **kwargs)` runs one write alone in its
+    own (the store's, with its retries)."""
+
+    def __init__(
+        self,
+        begin: Callable[[], AbstractContextManager[Connection]],
+        write: Callable[..., Any],
+        max_group: int = MAX_GROUP,
+    ) -> None:
+        self._begin, self._write = begin, write
+        self._max_group = max_group
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._serve, name="conveyor-sqlite-writer", daemon=True
+        )
+        self._closed = False
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue `fn(conn, *args, **kwargs)`; the future resolves once it is committed."""
+        if self._closed:
+            raise RuntimeError("the store's writer is shut down")
+        write = _Write(fn, args, kwargs)
+        self._queue.put(write)
+        return write.future
+
+    def shutdown(self) -> None:
+        """Finish what is queued, then stop the thread."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group, last = [first], False
+            while len(group) < self._max_group:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    last = True
+                    break
+                group.append(more)
+            live = [w for w in group if w.future.set_running_or_notify_cancel()]
+            if len(live) == 1:
+                self._alone(live[0])
+            elif live:
+                self._together(live)
+            if last:
+                return
+
+    def _alone(self, write: _Write) -> None:
+        try:
+            value = self._write(write.fn, *write.args, **write.kwargs)
+        except BaseException as exc:  # handed to the caller, whatever it is
+            write.future.set_exception(exc)
+        else:
+            write.future.set_result(value)
+
+    def _together(self, group: list[_Write]) -> None:
+        answers: list[tuple[Any, BaseException | None]] = []
+        try:
+            with self._begin() as conn:
+                for write in group:
+                    answers.append(_in_savepoint(conn, write))
+        except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the group was kept
+            log.warning(
+                "a group commit failed; running its writes one by one",
+                extra={"writes": len(group), "error": type(exc).__name__},
+            )
+            for write in group:
+                self._alone(write)
+            return
+        for write, (value, error) in zip(group, answers, strict=True):
+            if error is not None:
+                write.future.set_exception(error)
+            else:
+                write.future.set_result(value)
+
+
+def _in_savepoint(conn: Connection, write: _Write) -> tuple[Any, BaseException | None]:
+    """`write` in a savepoint of the group's transaction: its value, or its error with
+    its own writes rolled back (a database error told as `Store.begin` tells it)."""
+    try:
+        with conn.begin_nested():
+            return write.fn(conn, *write.args, **write.kwargs), None
+    except IntegrityError as exc:
+        return None, exc
+    except DBAPIError as exc:
+        error = StoreError(f"database error: {exc.orig}")
+        error.__cause__ = exc
+        return None, error
+    except Exception as exc:  # the write's own error (a stale version, a refusal)
+        return None, exc
