@@ -143,13 +143,27 @@ def mark_step(
     """Record that a reset step finished, so a resumed reset never does it twice; with
     `close_at`, the stop is done in the same write; `at` (when the step finished) goes
     into a dict result as its `at`. The record as it now stands."""
+    return mark_steps(conn, stop_id, {step: result}, close_at=close_at, at=at)
+
+
+def mark_steps(
+    conn: Connection,
+    stop_id: str,
+    results: dict[str, Any],
+    *,
+    close_at: float | None = None,
+    at: float | None = None,
+) -> StopRecord | None:
+    """`mark_step` for several steps finished together (in their order), in one write."""
     # The row is locked while its steps are rewritten: the owner of a host step may
     # amend a step while the runner records the next one.
     current = _locked_stop(conn, stop_id)
     if current is None:
         return None
     steps = stop_steps(current)
-    steps[step] = {**result, "at": at} if at is not None and isinstance(result, dict) else result
+    for step, result in results.items():
+        timed = at is not None and isinstance(result, dict)
+        steps[step] = {**result, "at": at} if timed else result
     encoded = json.dumps(steps, sort_keys=True, default=str)
     closing: dict[str, Any] = {}
     if close_at is not None:

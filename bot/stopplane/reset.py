@@ -351,9 +351,7 @@ def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
     trigger = Trigger.FINALIZE_CANCEL if rec.window else Trigger.STOP
     final = _cancel(conn, rec, dead, trigger, "cancelled_graceful", counts, now)
     steps["terminal"] = {"outcome": final.outcome, "effects_committed": False, **counts}
-    for name, result in steps.items():
-        rec = stops.mark_step(conn, stop_id, name, result, at=now) or rec
-    return rec
+    return stops.mark_steps(conn, stop_id, steps, at=now) or rec
 
 
 def _observe_terminal(svc: Services, rec: StopRecord, outcome: str) -> None:
