@@ -5,8 +5,12 @@ of the same git work done with plain `git worktree remove --force` + `git push
 
 Each conveyor task has a pushed feature branch (its analysis agent committed) and a
 cooperative implementation agent running. Each floor task has a worktree with one
-commit on a branch pushed to the same remote. Resets go one at a time, alternating with
-the floor, so both see the same machine. Per-step times come from the server's log.
+commit on a branch pushed to the same remote. Three floors: the two git commands; the
+guarded floor (the checks conveyor's git port makes, as plain git commands); and the
+guarded floor that also stops an agent (the same cooperative agent script, started in
+its own session by the bench: SIGTERM to its group, reap it, see the group empty), the
+whole of what a reset must do outside the store. Resets go one at a time, alternating
+with the floors, so all see the same machine. Per-step times come from the server's log.
 
     python bench/reset_cost.py [--tasks 10]
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +36,7 @@ if __package__ in (None, ""):  # `python bench/reset_cost.py`: make `bench` impo
 import httpx  # noqa: E402
 
 from bench.agents import (  # noqa: E402
+    MIXED_AGENT,
     Running,
     StoreReader,
     start_tickets,
@@ -71,6 +78,8 @@ class ResetResult:
     guarded: list[float] = field(default_factory=list)  # the same guards conveyor's git port runs
     guarded_worktree: list[float] = field(default_factory=list)  # list, remove, prune, branch -D
     guarded_remote: list[float] = field(default_factory=list)  # ls-remote, push --delete
+    agent_stop: list[float] = field(default_factory=list)  # TERM, reap, group seen empty
+    stopping: list[float] = field(default_factory=list)  # agent stop + the guarded floor
     conveyor: list[float] = field(default_factory=list)  # STOP sent -> stop record closed
     steps: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     problems: list[str] = field(default_factory=list)
@@ -83,6 +92,10 @@ class ResetResult:
     @property
     def ratio_guarded(self) -> float:
         return ratio(sum(self.conveyor), sum(self.guarded))
+
+    @property
+    def ratio_stopping(self) -> float:
+        return ratio(sum(self.conveyor), sum(self.stopping))
 
     @property
     def ratio_p50(self) -> float:
@@ -123,9 +136,10 @@ def floor_reset(clone: Path, path: Path, branch: str, result: ResetResult) -> No
     result.floor.append(removed + pushed)
 
 
-def guarded_reset(clone: Path, path: Path, branch: str, result: ResetResult) -> None:
+def guarded_git(clone: Path, path: Path, branch: str) -> tuple[float, float]:
     """The floor with the checks conveyor's git port makes, as plain git commands: list
-    worktrees, remove, prune, delete the local branch, read the remote head, delete."""
+    worktrees, remove, prune, delete the local branch; read the remote head, delete.
+    Seconds for the local part and for the remote part."""
     local = sum(
         (
             _timed_git(clone, "worktree", "list", "--porcelain"),
@@ -140,9 +154,53 @@ def guarded_reset(clone: Path, path: Path, branch: str, result: ResetResult) -> 
             _timed_git(clone, "push", "-q", "origin", "--delete", branch),
         )
     )
+    return local, remote
+
+
+def guarded_reset(clone: Path, path: Path, branch: str, result: ResetResult) -> None:
+    local, remote = guarded_git(clone, path, branch)
     result.guarded_worktree.append(local)
     result.guarded_remote.append(remote)
     result.guarded.append(local + remote)
+
+
+def stopping_reset(
+    clone: Path, path: Path, branch: str, agent: subprocess.Popen[bytes], result: ResetResult
+) -> None:
+    """The guarded floor after stopping a live agent."""
+    stopped = stop_agent(agent)
+    local, remote = guarded_git(clone, path, branch)
+    result.agent_stop.append(stopped)
+    result.stopping.append(stopped + local + remote)
+
+
+def floor_agent(script: Path, root: Path, k: int) -> subprocess.Popen[bytes]:
+    """The cooperative agent conveyor's tasks run, started in a session of its own (as
+    conveyor starts agents) and running once it has written `started`."""
+    docs = root / "floor-agents" / str(k)
+    env = {**os.environ, "CONVEYOR_TASK_KEY": f"FLOOR-{2 * k}", "CONVEYOR_DOCS_DIR": str(docs)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (docs / "started").exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"floor agent {k} did not start")
+        time.sleep(0.01)
+    return proc
+
+
+def stop_agent(proc: subprocess.Popen[bytes]) -> float:
+    """SIGTERM to the agent's group, reap it, and see the group empty: the floor of
+    conveyor's `processes` step (which also reads the job, records the stop, and polls)."""
+    started = time.perf_counter()
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+    while True:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.001)
+    return time.perf_counter() - started
 
 
 def conveyor_reset(
@@ -230,6 +288,7 @@ def run(*, tasks: int = 10, keep: bool = False) -> ResetResult:
         )
         server = conveyor_server(root, doc, token)
         reader = StoreReader(root / "conveyor.db")
+        agents: list[subprocess.Popen[bytes]] = []
         try:
             server.start()
             with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -239,10 +298,17 @@ def run(*, tasks: int = 10, keep: bool = False) -> ResetResult:
                 )
                 floors = floor_setup(clone, root, tasks, "FLOOR")
                 guards = floor_setup(clone, root, tasks, "GUARD")
+                stopping = floor_setup(clone, root, tasks, "STOPPING")
+                script = root / "agents" / "floor-agent.py"
+                script.write_text(MIXED_AGENT)
+                agents.extend(floor_agent(script, root, k) for k in range(1, tasks + 1))
                 stop_ids = set()
-                for (path, branch), guard, task in zip(floors, guards, running, strict=True):
+                for (path, branch), guard, (spath, sbranch), agent, task in zip(
+                    floors, guards, stopping, agents, running, strict=True
+                ):
                     floor_reset(clone, path, branch, result)
                     guarded_reset(clone, *guard, result)
+                    stopping_reset(clone, spath, sbranch, agent, result)
                     stop_id = conveyor_reset(client, reader, task, result)
                     if stop_id:
                         stop_ids.add(stop_id)
@@ -251,6 +317,10 @@ def run(*, tasks: int = 10, keep: bool = False) -> ResetResult:
                     if not detail.get("tombstoned"):
                         result.problems.append(f"{task_key(task.ticket)} not tombstoned")
         finally:
+            for agent in agents:  # the floor's own agents, if a run broke off early
+                if agent.poll() is None:
+                    os.killpg(agent.pid, signal.SIGKILL)
+                    agent.wait(10)
             reader.close()
             server.stop()
             result.survivors = kill_survivors(token) if survivors(token) else []
@@ -266,9 +336,12 @@ def render(result: ResetResult) -> str:
         ["floor: push --delete", *_ms(result.floor_push)],
         ["floor: both", *_ms(result.floor)],
         ["guarded floor: + list, prune, branch -D, ls-remote", *_ms(result.guarded)],
+        ["agent floor: SIGTERM the group, reap, see it empty", *_ms(result.agent_stop)],
+        ["stopping floor: agent floor + guarded floor", *_ms(result.stopping)],
         ["conveyor: STOP sent -> reset closed", *_ms(result.conveyor)],
     ]
     step_rows = [[name, *_ms(result.steps.get(name, [])), ""] for name in STEPS]
+    step_rows[STEPS.index("processes")][-1] = "agent floor " + _ms(result.agent_stop)[1]
     step_rows[STEPS.index("worktree")][-1] = (
         "guarded: list+remove+prune+branch -D " + _ms(result.guarded_worktree)[1]
     )
@@ -289,6 +362,8 @@ def render(result: ResetResult) -> str:
             f"(target total <= {TARGET}x: {verdict(result.ratio_total <= TARGET)}); "
             f"conveyor/guarded floor: total {result.ratio_guarded:.2f}x "
             f"(target <= {TARGET_GUARDED}x: {verdict(result.ratio_guarded <= TARGET_GUARDED)}); "
+            f"conveyor/stopping floor: total {result.ratio_stopping:.2f}x "
+            f"(target <= {TARGET_GUARDED}x: {verdict(result.ratio_stopping <= TARGET_GUARDED)}); "
             f"floor p50 {f.ms('p50')} ms, conveyor p50 {c.ms('p50')} ms",
             "",
             "conveyor reset steps (server log, ms resolution; 'processes' counts from the stop "

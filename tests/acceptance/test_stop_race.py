@@ -25,6 +25,9 @@ from tests.harness import Harness, running, wait_until
 ITERATIONS = int(os.environ.get("RACE_ITERATIONS", "100"))  # RACE_ITERATIONS=1000 for a soak
 AT_ONCE = 10
 AGENT_SECONDS = 0.3
+# Each wait of a race: ~5 s idle; far more when the machine is loaded (ten races at once
+# share two cores with everything else running; one waited past 60 s under load 9).
+WAIT = 240
 # Analysis records when it started, then exits 0 after AGENT_SECONDS.
 ANALYSIS = f'date +%s.%N > "$CONVEYOR_DOCS_DIR/started-$CONVEYOR_RUN_ID"; sleep {AGENT_SECONDS}'
 # The re-run's implementation runs 3 s, then fails for good (retries 0: blocked), which
@@ -36,23 +39,23 @@ async def one_race(h: Harness, n: int, rng: random.Random) -> str:
     issue, seq = str(uuid.uuid4()), 1000 + n
     key = f"PROJ-{seq}"
     assert (await h.send("To Analyse", issue=issue, seq=seq)).json()["outcome"] == "started"
-    started = await wait_until(lambda: _started(h, key), timeout=60, what=f"{key} analysis")
+    started = await wait_until(lambda: _started(h, key), timeout=WAIT, what=f"{key} analysis")
     exit_at = started + AGENT_SECONDS
     # Every tenth ticket is a control: its STOP waits until the completion is recorded,
     # so that branch is exercised too; the others land within ±50 ms of the exit.
     control = n % 10 == 9
     if control:
-        await wait_until(lambda: _analysis_done(h, key), timeout=60, what=f"{key} completed")
+        await wait_until(lambda: _analysis_done(h, key), timeout=WAIT, what=f"{key} completed")
     else:
         await asyncio.sleep(max(0.0, exit_at + rng.uniform(-0.05, 0.05) - time.time()))
     answer = (await h.send("STOP", issue=issue, seq=seq)).json()
     assert answer["outcome"] in ("stop_requested", "ignored"), answer
-    task = await wait_until(lambda: _terminal(h, key), timeout=60, what=f"{key} terminal")
+    task = await wait_until(lambda: _terminal(h, key), timeout=WAIT, what=f"{key} terminal")
     await _check_one_outcome(h, task.id)
 
     fresh = await h.send("To Analyse", issue=issue, seq=seq)
     assert fresh.json()["outcome"] == "started", fresh.json()
-    await wait_until(lambda: _impl_running(h, key), timeout=60, what=f"{key} rerun running")
+    await wait_until(lambda: _impl_running(h, key), timeout=WAIT, what=f"{key} rerun running")
     # Two finalizer passes for certain (the scheduler skips ticks on a loaded machine).
     await finalizer_tick(h.svc)
     await finalizer_tick(h.svc)

@@ -55,11 +55,12 @@ def test_stop_latency_smoke() -> None:
 def test_reset_cost_smoke() -> None:
     result = reset_cost.run(tasks=2)
     assert result.clean, (result.problems, result.survivors)
-    assert len(result.floor) == len(result.conveyor) == 2
-    assert all(sane(v) for v in result.floor + result.conveyor)
+    assert len(result.floor) == len(result.conveyor) == len(result.stopping) == 2
+    assert all(sane(v) for v in result.floor + result.conveyor + result.agent_stop)
     assert sane(result.ratio_total) and sane(result.ratio_p50) and sane(result.ratio_guarded)
+    assert sane(result.ratio_stopping) and result.ratio_stopping < result.ratio_guarded
     assert set(result.steps) >= {"processes", "worktree", "remote_branch", "terminal"}
-    assert "conveyor/floor" in reset_cost.render(result)
+    assert "conveyor/stopping floor" in reset_cost.render(result)
 
 
 def test_deferred_stop_smoke() -> None:
