@@ -3,82 +3,24 @@
 applies deferred stops whose window closed, resumes open stops' resets, retries due
 cleanups (settled, or backed off) and drops terminal tasks' expired merge leases.
 
-These are the fast tests the mutation run of `bot/stopplane/finalizer.py` uses."""
+`svc` is tests/integration/conftest.py's. These are the fast tests the mutation run of `bot/stopplane/finalizer.py` uses."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.services import Services
-from bot.settings import settings_from_dict
 from bot.stopplane import finalizer
-from bot.stopplane.intent import decide_stop
 from state import jobs, stops
-from state.db import make_engine, upgrade
-from state.models import Job, JobStatus, NewTask, ServerIdentity, Stage, StopStatus, Task
-from state.store import Store, events_for_task, get_task, insert_task, update_task
-from tests.gitrepo import commit_file, git, make_repo
-from tests.harness import ManualClock
+from state.models import JobStatus, Stage, StopStatus, Task
+from state.store import events_for_task, get_task, update_task
+from tests.gitrepo import commit_file, git
+from tests.integration.stopplane import INTERVAL, NOW, clock, make_task, run_job, stop
 
-NOW = 1_796_035_300.0
-INTERVAL = 5.0
 BRANCH = "conveyor/APP-1"
-
-
-@pytest.fixture
-async def svc(tmp_path: Path, db_url: str) -> AsyncIterator[Services]:
-    repo, _ = make_repo(tmp_path)
-    settings = settings_from_dict(
-        {
-            "server": {"database_url": db_url, "data_dir": str(tmp_path / "data")},
-            "stop": {"grace_seconds": 1, "finalizer_interval_seconds": INTERVAL},
-            "repos": [
-                {"name": "app", "path": str(repo.path), "protected_branches": ["conveyor/keep-*"]}
-            ],
-        }
-    )
-    engine = make_engine(db_url)
-    upgrade(engine)
-    store = Store(engine)
-    services = Services(
-        settings=settings,
-        store=store,
-        clock=ManualClock(NOW),
-        server=ServerIdentity("server-a", "host-a"),
-    )
-    try:
-        yield services
-    finally:
-        await services.background_tasks_done()
-        store.dispose()
-
-
-def clock(svc: Services) -> ManualClock:
-    assert isinstance(svc.clock, ManualClock)
-    return svc.clock
-
-
-async def make_task(svc: Services, stage: Stage, key: str = "APP-1", repo: str = "app") -> Task:
-    new = NewTask(tracker="plane", issue_id=f"iss-{key}", key=key, repo=repo, stage=stage)
-    return await svc.store.run(insert_task, new, NOW - 100)
-
-
-async def run_job(svc: Services, task: Task, stage: str) -> Job:
-    await svc.store.run(jobs.enqueue_job, task.id, stage, NOW - 80)
-    job = await svc.store.run(jobs.claim_next_job, "w0", NOW - 70, 600.0, server=svc.server)
-    assert job is not None and job.task_id == task.id
-    return job  # type: ignore[no-any-return]
-
-
-async def stop(svc: Services, task: Task) -> str:
-    """The stop decided and committed, its reset not launched (as after a crash)."""
-    result = await svc.store.run(decide_stop, task.id, "alice", "", None, svc.clock.now())
-    assert result.new and result.stop_id
-    return result.stop_id  # type: ignore[no-any-return]
 
 
 async def tick(svc: Services) -> None:
