@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from bot.stopplane.intent import _decide, decide_stop, deferred_ready, task_facts
 from state import hosts, jobs, stops
-from state.db import normalise_url
+from state.db import make_engine, normalise_url, upgrade
 from state.errors import StaleVersionError
 from state.machine import Facts
 from state.models import (
@@ -447,20 +447,29 @@ def test_a_repeated_stop_hands_nothing_over_again(store: Store) -> None:
 # -- the race with completion, for real (PostgreSQL: row locks) ---------------------------
 
 
-def test_a_stop_racing_the_tasks_completion_is_superseded(store: Store, db_url: str) -> None:
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[Store]:
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    s = Store(engine)
+    yield s
+    s.dispose()
+
+
+def test_a_stop_racing_the_tasks_completion_is_superseded(
+    pg_store: Store, postgres_url: str
+) -> None:
     """Another transaction holds the task's row and finishes the task while the stop
     waits on it: the stop's compare-and-set loses, it re-decides on the finished task
     and closes as superseded (it saw the task live)."""
-    if store.dialect == "sqlite":
-        pytest.skip("SQLite has one writer: a stop never waits on a finishing task's row")
-    task = make_task(store, Stage.DEPLOY)
-    finisher = create_engine(normalise_url(db_url))
-    watcher = create_engine(normalise_url(db_url), isolation_level="AUTOCOMMIT")
+    task = make_task(pg_store, Stage.DEPLOY)
+    finisher = create_engine(normalise_url(postgres_url))
+    watcher = create_engine(normalise_url(postgres_url), isolation_level="AUTOCOMMIT")
     results: list[Any] = []
     try:
         with finisher.begin() as other:
             other.execute(tasks_table.select().where(tasks_table.c.id == task.id).with_for_update())
-            thread = threading.Thread(target=lambda: results.append(stop(store, task)))
+            thread = threading.Thread(target=lambda: results.append(stop(pg_store, task)))
             thread.start()
             _wait_for_lock_wait(watcher)
             other.execute(
@@ -475,10 +484,10 @@ def test_a_stop_racing_the_tasks_completion_is_superseded(store: Store, db_url: 
         watcher.dispose()
     (result,) = results
     assert result.outcome == "noop_already_terminal" and not result.new
-    rec = store.query(stops.get_stop, result.stop_id)
+    rec = pg_store.query(stops.get_stop, result.stop_id)
     assert rec is not None and rec.status is StopStatus.SUPERSEDED
-    assert kinds(store, task) == ["stop_superseded"]
-    after = store.query(get_task, task.id)
+    assert kinds(pg_store, task) == ["stop_superseded"]
+    after = pg_store.query(get_task, task.id)
     assert after is not None and after.stage is Stage.DONE and after.cancel_requested_at is None
 
 
