@@ -18,7 +18,7 @@ from bot.stopplane import reset as resetsteps
 from state import jobs, stops
 from state.errors import StaleVersionError
 from state.machine import Facts, Trigger, critical_window, decide
-from state.models import JobStatus, ServerIdentity, StopRecord, StopStatus, Task
+from state.models import Job, JobStatus, ServerIdentity, StopRecord, StopStatus, Task
 from state.store import add_event, get_task, original_key, update_task
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,25 @@ class StopResult:
 def task_facts(conn: Connection, task: Task) -> Facts:
     """What the critical window depends on, read in the caller's transaction; unknown
     when the store cannot say (the window then counts as open: fail-closed)."""
+    return _facts_and_running_job(conn, task)[0]
+
+
+def _facts_and_running_job(conn: Connection, task: Task) -> tuple[Facts, Job | None]:
+    """`task_facts`, and the job running now (None when none is, or when unknown)."""
     try:
         with conn.begin_nested():  # a failed read must not poison the caller's transaction
             live = jobs.live_jobs_for_task(conn, task.id)
             holds_lease = jobs.lease_of_task(conn, task.id) is not None
     except (SQLAlchemyError, ValueError) as exc:
         log.warning("critical window undeterminable", extra={"task": task.key, "error": str(exc)})
-        return Facts(has_running_job=None, holds_lease=None)
+        return Facts(has_running_job=None, holds_lease=None), None
     running = [j for j in live if j.status is JobStatus.RUNNING]
-    return Facts(
+    facts = Facts(
         has_running_job=bool(running),
         running_job_stage=running[0].stage if running else None,
         holds_lease=holds_lease,
     )
+    return facts, running[0] if running else None
 
 
 async def request_stop(
@@ -131,11 +137,10 @@ def decide_stop(
     for _ in range(CAS_ATTEMPTS):
         savepoint = conn.begin_nested()
         try:
-            result, saw = _decide(conn, task_id, requested_by, reason, correlation, now, saw_live)
+            result = _decide(conn, task_id, requested_by, reason, correlation, now, saw_live)
             # SQLite is one server: every agent is its own.
             if server is not None and conn.dialect.name == "postgresql" and result.new:
                 _hand_over(conn, result, server)
-            saw_live = saw_live or saw
             savepoint.commit()
             return result
         except StaleVersionError:
@@ -152,20 +157,21 @@ def _decide(
     correlation: str | None,
     now: float,
     saw_live: bool,
-) -> tuple[StopResult, bool]:
+) -> StopResult:
+    """Decide one stop; `saw_live`: an earlier attempt found the task live (and lost its
+    compare-and-set), so a task now terminal finished first and the stop is superseded."""
     task = get_task(conn, task_id)
     if task is None:
         raise LookupError(f"task {task_id} vanished")
     if task.terminal:
-        return _terminal(conn, task, requested_by, reason, correlation, now, saw_live), False
+        return _terminal(conn, task, requested_by, reason, correlation, now, saw_live)
     existing = stops.open_stop(conn, task.id)
     if existing is not None:
-        return _same(task, existing), True
-    facts = task_facts(conn, task)
+        return _same(task, existing)
+    # One read of the jobs and the lease: the window and the running job recorded on the
+    # stop. When it fails, the window is unknown (deferred) and no job is recorded.
+    facts, running = _facts_and_running_job(conn, task)
     window = critical_window(task, facts)
-    running = next(
-        (j for j in jobs.live_jobs_for_task(conn, task.id) if j.status is JobStatus.RUNNING), None
-    )
     kw: dict[str, Any] = dict(
         task_id=task.id,
         now=now,
@@ -196,7 +202,7 @@ def _decide(
         correlation=correlation,
         **({"window": window} if window else {}),
     )
-    return StopResult(outcome, original_key(task.key), task.id, rec.id, new), True
+    return StopResult(outcome, original_key(task.key), task.id, rec.id, new)
 
 
 def _hand_over(conn: Connection, result: StopResult, server: ServerIdentity) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -104,16 +104,20 @@ def event(store: Store, task: Task, kind: str) -> dict[str, Any]:
 
 
 @contextmanager
-def leases_unreadable(store: Store) -> Iterator[None]:
-    """The merge lease table cannot be read (a real database error): the window is
-    undeterminable."""
+def table_unreadable(store: Store, table: str) -> Iterator[None]:
+    """`table` cannot be read (a real database error)."""
     with store.begin() as conn:
-        conn.execute(text("ALTER TABLE merge_leases RENAME TO merge_leases_away"))
+        conn.execute(text(f"ALTER TABLE {table} RENAME TO {table}_away"))
     try:
         yield
     finally:
         with store.begin() as conn:
-            conn.execute(text("ALTER TABLE merge_leases_away RENAME TO merge_leases"))
+            conn.execute(text(f"ALTER TABLE {table}_away RENAME TO {table}"))
+
+
+def leases_unreadable(store: Store) -> AbstractContextManager[None]:
+    """The merge lease table cannot be read: the window is undeterminable."""
+    return table_unreadable(store, "merge_leases")
 
 
 def finish(store: Store, task: Task, stage: Stage = Stage.DONE) -> Task:
@@ -242,6 +246,18 @@ def test_an_undeterminable_window_defers_and_the_stop_is_still_recorded(store: S
     assert after is not None and after.cancel_requested_at == NOW
 
 
+def test_unreadable_jobs_defer_the_stop_too(store: Store) -> None:
+    """The jobs table cannot be read: the window is unknown and the stop deferred and
+    recorded with no job on it (one read serves the window and the job recorded, so no
+    second read can fail the request)."""
+    task = make_task(store, Stage.MERGE)
+    with table_unreadable(store, "jobs"):
+        result = stop(store, task)
+    assert result.outcome == "stop_deferred" and result.new
+    rec = store.query(stops.get_stop, result.stop_id)
+    assert rec is not None and rec.window == "unknown" and rec.job_id is None
+
+
 def test_an_undeterminable_window_matters_only_in_merge_and_deploy(store: Store) -> None:
     task = make_task(store, Stage.IMPLEMENTATION)
     with leases_unreadable(store):
@@ -351,7 +367,7 @@ def test_a_stop_that_saw_the_task_live_and_lost_the_race_is_superseded(store: St
     normally meanwhile, so the stop is closed as superseded, with its own record."""
     task = finish(store, make_task(store, Stage.DEPLOY))
     with store.begin() as conn:
-        result, _ = _decide(conn, task.id, "alice", "enough", "delivery-1", NOW, True)
+        result = _decide(conn, task.id, "alice", "enough", "delivery-1", NOW, True)
     assert (result.outcome, result.task, result.task_id, result.new) == (
         "noop_already_terminal",
         "APP-1",
