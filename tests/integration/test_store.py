@@ -156,6 +156,21 @@ def test_job_claim_is_exclusive_and_cancel_is_final(store: Store) -> None:
     assert store.query(jobs.get_job, job.id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
 
 
+def test_claim_takes_the_job_due_longest_of_a_live_task(store: Store) -> None:
+    """Due order (run_after, then id), not id order: a retry re-queued with a backoff
+    waits behind a later job that fell due before it; nothing not yet due is taken,
+    nor a job of a cancelled task."""
+    made = [store.write(insert_task, new_task(f"d{n}", f"APP-{n}"), NOW) for n in range(5)]
+    retry = store.write(jobs.enqueue_job, made[0].id, "analysis", NOW, run_after=NOW + 50)
+    first = store.write(jobs.enqueue_job, made[1].id, "analysis", NOW + 10)
+    tie = store.write(jobs.enqueue_job, made[2].id, "analysis", NOW + 10)
+    store.write(jobs.enqueue_job, made[3].id, "analysis", NOW, run_after=NOW + 1000)
+    store.write(jobs.enqueue_job, made[4].id, "analysis", NOW)
+    store.write(update_task, made[4], NOW, cancelled_at=NOW)
+    claimed = [store.write(jobs.claim_next_job, "w", NOW + 100, 30) for _ in range(4)]
+    assert [j.id if j else None for j in claimed] == [first.id, tie.id, retry.id, None]
+
+
 def test_merge_lease_is_one_per_repo(store: Store) -> None:
     a = store.write(insert_task, new_task("a", "APP-1"), NOW)
     b = store.write(insert_task, new_task("b", "APP-2"), NOW)
