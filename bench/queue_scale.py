@@ -218,7 +218,13 @@ def fill(
 
 
 def fill_postgres(
-    engine: Engine, size: int, now: float, seed: int = 7, *, triggers: bool = False
+    engine: Engine,
+    size: int,
+    now: float,
+    seed: int = 7,
+    *,
+    triggers: bool = False,
+    phases: dict[str, float] | None = None,
 ) -> dict[str, int]:
     """The same rows through psycopg 3's COPY, one transaction per BATCH tasks.
 
@@ -228,8 +234,11 @@ def fill_postgres(
     written, and VACUUM ANALYZE runs (autovacuum would, for an insert-only table too);
     check_counts() and check_references() then prove the counts and the references
     right. With `triggers`, every row goes through the count triggers (migration 0005:
-    noted per row, applied at each commit) and the foreign-key checks instead."""
+    noted per row, applied at each commit) and the foreign-key checks instead.
+    `phases` receives the seconds of "copy", "recount" and "vacuum"."""
     written = dict.fromkeys(TABLES, 0)
+    phases = {} if phases is None else phases
+    started = time.perf_counter()
     raw = engine.raw_connection()
     try:
         pg = raw.driver_connection
@@ -249,6 +258,8 @@ def fill_postgres(
                             copy.write_row([row.get(c) for c in columns])
                     written[name] += len(rows)
                 pg.commit()
+            phases["copy"] = time.perf_counter() - started
+            started = time.perf_counter()
             if not triggers:
                 for table, kind, column in (("tasks", "task", "stage"), ("jobs", "job", "status")):
                     cur.execute(
@@ -265,9 +276,12 @@ def fill_postgres(
                     f"(SELECT max(id) FROM {name}))"
                 )
             pg.commit()
+            phases["recount"] = time.perf_counter() - started
+            started = time.perf_counter()
             pg.autocommit = True
             cur.execute("VACUUM ANALYZE")
             pg.autocommit = False
+            phases["vacuum"] = time.perf_counter() - started
     finally:
         raw.close()
     return written
@@ -397,13 +411,14 @@ def _task_rows(
 
 
 def _job(task_id: int, stage: str, status: str, at: float, now: float) -> dict[str, Any]:
-    """A job row; a queued one waits a day (a retry's backoff), a running one belongs to
-    a worker of another host whose lease runs for a day: neither is touched here."""
+    """A job row; a queued one waits a day (a retry's backoff; each its own due time, as
+    in life), a running one belongs to a worker of another host whose lease runs for a
+    day: neither is touched here."""
     row: dict[str, Any] = dict(
         task_id=task_id, stage=stage, status=status, attempt=1, run_after=at, created_at=at
     )
     if status == "queued":
-        row.update(run_after=now + DAY)
+        row.update(run_after=now + DAY + task_id / 1000)
     elif status == "running":
         row.update(
             started_at=now,
