@@ -102,6 +102,7 @@ class Point:
     count_mismatches: list[tuple[str, str, int, int]] = field(default_factory=list)
     # child table.column -> rows naming no task (the PostgreSQL fill runs without FK checks)
     orphans: dict[str, int] = field(default_factory=dict)
+    fill_phases: dict[str, float] = field(default_factory=dict)  # PostgreSQL: copy etc.
 
 
 @dataclass
@@ -187,12 +188,25 @@ REFERENCES = (
 
 
 def _chunks(size: int, now: float, seed: int) -> Iterator[dict[str, list[dict[str, Any]]]]:
-    """The rows of every table, BATCH tasks at a time, parents before their children."""
-    rng = random.Random(seed)
-    special = {"running": RUNNING_JOBS, "deferred": DEFERRED_STOPS, "cleanups": PENDING_CLEANUPS}
+    """The rows of every table, BATCH tasks at a time, parents before their children.
+    The running jobs, deferred stops and pending cleanups /queue lists belong to the
+    newest tasks that can hold them (the highest ids, so the newest jobs), as in life."""
+    pick = random.Random(seed)
+    stages = [_stage(pick) for _ in range(size)]
+    newest = reversed(range(1, size + 1))
+    special: dict[str, set[int]] = {"running": set(), "deferred": set(), "cleanups": set()}
+    wanted = {"running": RUNNING_JOBS, "deferred": DEFERRED_STOPS, "cleanups": PENDING_CLEANUPS}
+    holds = {"running": set(AGENT_STAGES), "deferred": {"merge"}, "cleanups": {"cancelled"}}
+    for task_id in newest:
+        for what, chosen in special.items():
+            if len(chosen) < wanted[what] and stages[task_id - 1] in holds[what]:
+                chosen.add(task_id)
+        if all(len(chosen) == wanted[what] for what, chosen in special.items()):
+            break
+    rng = random.Random(seed + 1)
     batch: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
     for task_id in range(1, size + 1):
-        for name, rows in _task_rows(task_id, _stage(rng), rng, now, special).items():
+        for name, rows in _task_rows(task_id, stages[task_id - 1], rng, now, special).items():
             batch[name] += rows
         if len(batch["tasks"]) >= BATCH or task_id == size:
             yield batch
@@ -200,13 +214,19 @@ def _chunks(size: int, now: float, seed: int) -> Iterator[dict[str, list[dict[st
 
 
 def fill(
-    engine: Engine, size: int, now: float, seed: int = 7, *, pg_triggers: bool = False
+    engine: Engine,
+    size: int,
+    now: float,
+    seed: int = 7,
+    *,
+    pg_triggers: bool = False,
+    phases: dict[str, float] | None = None,
 ) -> dict[str, int]:
     """Tasks with jobs, events, deliveries and stop records in proportion: SQLite with
     executemany, every row through migration 0002's count triggers as in the product;
     PostgreSQL with COPY (fill_postgres)."""
     if engine.dialect.name == "postgresql":
-        return fill_postgres(engine, size, now, seed, triggers=pg_triggers)
+        return fill_postgres(engine, size, now, seed, triggers=pg_triggers, phases=phases)
     written = dict.fromkeys(TABLES, 0)
     with engine.begin() as conn:
         for batch in _chunks(size, now, seed):
@@ -331,7 +351,7 @@ def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _task_rows(
-    task_id: int, stage: str, rng: random.Random, now: float, special: dict[str, int]
+    task_id: int, stage: str, rng: random.Random, now: float, special: dict[str, set[int]]
 ) -> dict[str, list[dict[str, Any]]]:
     created = now - rng.uniform(0, 90 * DAY)
     issue, key = str(uuid.UUID(int=task_id)), f"SCALE-{task_id}"
@@ -375,13 +395,11 @@ def _task_rows(
             )
         )
     if stage in AGENT_STAGES:
-        live = "running" if special["running"] > 0 else "queued"
-        special["running"] -= live == "running"
+        live = "running" if task_id in special["running"] else "queued"
         rows["jobs"].append(_job(task_id, stage, live, created, now))
     if stage == "cancelled":
         _cancel(task, rows, rng, created, special)
-    if stage == "merge" and special["deferred"] > 0:
-        special["deferred"] -= 1
+    if stage == "merge" and task_id in special["deferred"]:
         task.update(merge_initiated_at=created + 600)
         rows["stop_records"].append(_stop(task_id, "deferred", created + 700, window="merge"))
     if stage == "done":
@@ -437,7 +455,7 @@ def _cancel(
     rows: dict[str, list[dict[str, Any]]],
     rng: random.Random,
     at: float,
-    special: dict[str, int],
+    special: dict[str, set[int]],
 ) -> None:
     task_id = task["id"]
     task.update(
@@ -459,8 +477,7 @@ def _cancel(
             "closed_at": at + 1800,
         }
     )
-    if special["cleanups"] > 0:
-        special["cleanups"] -= 1
+    if task_id in special["cleanups"]:
         rows["pending_cleanups"].append(
             dict(
                 task_id=task_id,
@@ -537,7 +554,8 @@ def measure_point(
     try:
         upgrade(engine)
         started = time.perf_counter()
-        rows = fill(engine, size, time.time(), pg_triggers=pg_triggers)
+        phases: dict[str, float] = {}
+        rows = fill(engine, size, time.time(), pg_triggers=pg_triggers, phases=phases)
         fill_seconds = time.perf_counter() - started
         mismatches = check_counts(engine)
         orphans = check_references(engine)
@@ -567,6 +585,7 @@ def measure_point(
         statuses,
         mismatches,
         orphans,
+        phases,
     )
 
 
@@ -715,6 +734,12 @@ def render(result: ScaleResult) -> str:
             f"{base.webhook.ms('p50')} ms at {base.size} = {grown:.2f}x "
             f"(target <= {TARGET_WEBHOOK_RATIO}x: {verdict(grown <= TARGET_WEBHOOK_RATIO)})"
         )
+    lines += [
+        f"{p.backend} {p.size} fill: "
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in p.fill_phases.items())
+        for p in result.points
+        if p.fill_phases and p.size >= 100_000
+    ]
     lines += [f"skipped: {s}" for s in result.skipped]
     lines += [
         f"counts wrong: {p.backend} {p.size} {kind} {name}: counts table {kept}, rows {real}"
