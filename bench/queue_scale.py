@@ -1,15 +1,23 @@
-"""Queue scale: GET /queue and the webhook path with 1k, 10k and 100k tasks in the
-store, on SQLite and on PostgreSQL, with the growth factor per 10x.
+"""Queue scale: GET /queue and the webhook path with 1k to 100k tasks in the store on
+SQLite and 1k to 1M on PostgreSQL, each size against the same backend's 1k figure.
 
-The store is filled with SQLAlchemy Core executemany before the server starts: tasks
-mostly finished (done, cancelled and tombstoned), some blocked or live, with jobs,
-audit events, webhook deliveries and stop records in proportion, and the handful of
-running jobs, deferred stops and pending cleanups that /queue lists. A real
-`conveyor serve` then answers sequential GET /queue requests, and signed start + STOP
-deliveries for fresh tickets. PostgreSQL runs when CONVEYOR_BENCH_POSTGRES_URL or
-CONVEYOR_TEST_POSTGRES_URL is set: a fresh database is created and dropped.
+The store is filled before the servers start: tasks mostly finished (done, cancelled
+and tombstoned), some blocked or live, with jobs, audit events, webhook deliveries and
+stop records in proportion, and the handful of running jobs, deferred stops and pending
+cleanups that /queue lists (on the newest tasks). SQLite is filled with SQLAlchemy Core
+executemany through the count triggers; PostgreSQL with COPY (psycopg 3), triggers off,
+then `counts` recounted, sequences moved on, VACUUM ANALYZE, and both the counts and the
+task references checked. One real `conveyor serve` per size, all up at once, answers
+sequential GET /queue requests and signed start + STOP deliveries for fresh tickets,
+round robin over the sizes so that every size sees the same machine. PostgreSQL runs
+when CONVEYOR_BENCH_POSTGRES_URL or CONVEYOR_TEST_POSTGRES_URL is set: one fresh
+database per size, dropped afterwards (1M tasks is ~13M rows, ~4 GB on disk).
 
-    python bench/queue_scale.py [--sizes 1000,10000,100000] [--backends sqlite,postgresql]
+The default run takes 6-8 minutes on 2 shared cores, most of it filling PostgreSQL
+with 1M tasks (3.5-5 min); `--pg-sizes 1000,10000,100000` takes about a minute.
+
+    python bench/queue_scale.py [--sizes 1000,10000,100000]
+        [--pg-sizes 1000,10000,100000,1000000] [--backends sqlite,postgresql]
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +44,7 @@ from sqlalchemy import Engine, create_engine, func, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    Server,
     Summary,
     conveyor_server,
     free_port,
@@ -539,17 +548,43 @@ def database(backend: str, root: Path, size: int, pg_url: str | None) -> Iterato
 # -- measuring -----------------------------------------------------------------------------
 
 
-def measure_point(
-    root: Path,
-    clone: Path,
-    backend: str,
-    size: int,
-    url: str,
-    token: str,
-    samples: int,
-    budget: float,
-    pg_triggers: bool = False,
-) -> Point:
+@dataclass
+class Prepared:
+    """A filled store, its checks, and the server that answers for it."""
+
+    backend: str
+    size: int
+    rows: dict[str, int]
+    fill_seconds: float
+    phases: dict[str, float]
+    mismatches: list[tuple[str, str, int, int]]
+    orphans: dict[str, int]
+    server: Server | None = None
+    client: httpx.Client | None = None
+    queue: list[float] = field(default_factory=list)
+    webhook: list[float] = field(default_factory=list)
+    queue_bytes: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    ticket: int = 0
+
+    def point(self) -> Point:
+        return Point(
+            self.backend,
+            self.size,
+            self.rows,
+            self.fill_seconds,
+            summarize(self.queue),
+            summarize(self.webhook),
+            self.queue_bytes,
+            self.statuses,
+            self.mismatches,
+            self.orphans,
+            self.phases,
+        )
+
+
+def prepare(backend: str, size: int, url: str, pg_triggers: bool = False) -> Prepared:
+    """Migrate, fill and check one store."""
     engine = make_engine(url)
     try:
         upgrade(engine)
@@ -557,71 +592,91 @@ def measure_point(
         phases: dict[str, float] = {}
         rows = fill(engine, size, time.time(), pg_triggers=pg_triggers, phases=phases)
         fill_seconds = time.perf_counter() - started
-        mismatches = check_counts(engine)
-        orphans = check_references(engine)
+        return Prepared(
+            backend,
+            size,
+            rows,
+            fill_seconds,
+            phases,
+            check_counts(engine),
+            check_references(engine),
+        )
     finally:
         engine.dispose()
-    doc = settings_doc(
-        root,
-        clone,
-        free_port(),
-        database_url=url,
-        agents=dict.fromkeys(AGENT_STAGES, "exec sleep 600"),
-        workers={"concurrency": 1, "max_runtime_seconds": 7 * DAY},
-    )
-    server = conveyor_server(root, doc, token, name=f"{backend}-{size}")
-    statuses: dict[int, int] = {}
-    with server, httpx.Client(base_url=server.url, timeout=60) as client:
-        queue, size_bytes = _queue_latencies(client, samples, budget, statuses)
-        webhook = _webhook_latencies(client, size, samples, budget, statuses)
-    return Point(
-        backend,
-        size,
-        rows,
-        fill_seconds,
-        summarize(queue),
-        summarize(webhook),
-        size_bytes,
-        statuses,
-        mismatches,
-        orphans,
-        phases,
-    )
 
 
-def _queue_latencies(
-    client: httpx.Client, samples: int, budget: float, statuses: dict[int, int]
-) -> tuple[list[float], int]:
-    for _ in range(3):  # warm the pool and the caches
-        client.get("/queue")
-    latencies: list[float] = []
-    size_bytes = 0
-    deadline = time.monotonic() + budget
-    while len(latencies) < samples and time.monotonic() < deadline:
-        started = time.perf_counter()
-        answer = client.get("/queue")
-        latencies.append(time.perf_counter() - started)
-        statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
-        size_bytes = len(answer.content)
-    return latencies, size_bytes
+def measure(
+    stores: Sequence[Prepared],
+    urls: Sequence[str],
+    root: Path,
+    clone: Path,
+    token: str,
+    samples: int,
+    budget: float,
+) -> None:
+    """One server per store, all up at once; the samples go round robin over the stores
+    (one request at a time), so that every size sees the same machine: on shared cores
+    the load moves within minutes, and the ratio against the smallest store is the
+    figure that matters."""
+    with ExitStack() as stack:
+        for store, url in zip(stores, urls, strict=True):
+            name = f"{store.backend}-{store.size}"
+            doc = settings_doc(
+                root,
+                clone,
+                free_port(),
+                database_url=url,
+                agents=dict.fromkeys(AGENT_STAGES, "exec sleep 600"),
+                workers={"concurrency": 1, "max_runtime_seconds": 7 * DAY},
+            )
+            doc["server"]["data_dir"] = str(root / f"data-{name}")
+            store.server = stack.enter_context(conveyor_server(root, doc, token, name=name))
+            store.client = stack.enter_context(httpx.Client(base_url=store.server.url, timeout=60))
+            store.ticket = 10 * store.size
+        for store in stores:  # warm the pools and the caches
+            for _ in range(3):
+                _client(store).get("/queue")
+        deadline = time.monotonic() + budget * len(stores)
+        for _ in range(samples):
+            if time.monotonic() >= deadline:
+                break
+            for store in stores:
+                _queue_sample(store)
+        deadline = time.monotonic() + budget * len(stores)
+        for _ in range(samples // 2 + samples % 2):
+            if time.monotonic() >= deadline:
+                break
+            for store in stores:
+                _webhook_sample(store)
 
 
-def _webhook_latencies(
-    client: httpx.Client, size: int, samples: int, budget: float, statuses: dict[int, int]
-) -> list[float]:
+def _client(store: Prepared) -> httpx.Client:
+    assert store.client is not None
+    return store.client
+
+
+def _count(store: Prepared, status: int) -> None:
+    store.statuses[status] = store.statuses.get(status, 0) + 1
+
+
+def _queue_sample(store: Prepared) -> None:
+    started = time.perf_counter()
+    answer = _client(store).get("/queue")
+    store.queue.append(time.perf_counter() - started)
+    _count(store, answer.status_code)
+    store.queue_bytes = len(answer.content)
+
+
+def _webhook_sample(store: Prepared) -> None:
     """Start a fresh ticket, then STOP it: the two routed paths, one request at a time."""
-    latencies: list[float] = []
-    deadline = time.monotonic() + budget
-    ticket = 10 * size
-    while len(latencies) < samples and time.monotonic() < deadline:
-        ticket += 1
-        for state, serial in (("To Analyse", 2 * ticket), ("STOP", 2 * ticket + 1)):
-            body = plane_body(ticket, state, stamp(serial))
-            started = time.perf_counter()
-            answer = client.post("/webhooks/plane", content=body, headers=plane_headers(body))
-            latencies.append(time.perf_counter() - started)
-            statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
-    return latencies
+    store.ticket += 1
+    ticket = store.ticket
+    for state, serial in (("To Analyse", 2 * ticket), ("STOP", 2 * ticket + 1)):
+        body = plane_body(ticket, state, stamp(serial))
+        started = time.perf_counter()
+        answer = _client(store).post("/webhooks/plane", content=body, headers=plane_headers(body))
+        store.webhook.append(time.perf_counter() - started)
+        _count(store, answer.status_code)
 
 
 def run(
@@ -648,21 +703,17 @@ def run(
                     result.skipped.append(f"postgresql: set {' or '.join(PG_ENVS)}")
                     continue
                 backend_sizes = pg_sizes if backend == "postgresql" and pg_sizes else sizes
-                for size in backend_sizes:
-                    with database(backend, root, size, pg) as url:
-                        result.points.append(
-                            measure_point(
-                                root,
-                                clone,
-                                backend,
-                                size,
-                                url,
-                                token,
-                                samples,
-                                budget,
-                                pg_triggers=pg_fill_triggers,
-                            )
-                        )
+                with ExitStack() as stack:
+                    urls = [
+                        stack.enter_context(database(backend, root, size, pg))
+                        for size in backend_sizes
+                    ]
+                    stores = [
+                        prepare(backend, size, url, pg_fill_triggers)
+                        for size, url in zip(backend_sizes, urls, strict=True)
+                    ]
+                    measure(stores, urls, root, clone, token, samples, budget)
+                    result.points += [store.point() for store in stores]
         finally:
             result.survivors = kill_survivors(token) if survivors(token) else []
     return result
