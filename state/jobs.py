@@ -72,8 +72,13 @@ def claim_next_job(
     *,
     server: ServerIdentity | None = None,
 ) -> Job | None:
-    """Atomically take the oldest due queued job of a live task (SKIP LOCKED on
-    PostgreSQL), recording the server (and its host) that runs it."""
+    """Atomically take the queued job of a live task that has been due longest (oldest
+    run_after, then lowest id; SKIP LOCKED on PostgreSQL), recording the server (and
+    its host) that runs it.
+
+    The order is the (status, run_after) index's own, so the claim reads only the due
+    queued jobs. Ordered by id alone, PostgreSQL at 1M tasks walked the primary key
+    through every finished job (1.4 s a claim; bench/README.md, queue_scale)."""
     candidate = (
         select(jobs.c.id)
         .join(tasks, tasks.c.id == jobs.c.task_id)
@@ -82,7 +87,7 @@ def claim_next_job(
             jobs.c.run_after <= now,
             tasks.c.cancelled_at.is_(None),
         )
-        .order_by(jobs.c.id)
+        .order_by(jobs.c.run_after, jobs.c.id)
         .limit(1)
     )
     if conn.dialect.name == "postgresql":

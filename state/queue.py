@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from state.hosts import SILENT_AFTER_SECONDS, pending_summary
 from state.models import ALL_STAGES, JobStatus, Stage, StopStatus
@@ -162,7 +162,11 @@ def _host_pending(conn: Connection, now: float | None, silent_after: float) -> l
 
 def _recent(conn: Connection) -> list[dict[str, Any]]:
     # The newest cancelled tasks first, through the cancelled_at index, then their
-    # stops: sorting every finished stop would grow with the store.
+    # stops through the task_id index: sorting every finished stop would grow with the
+    # store. The status is compared through coalesce() (never NULL: the same test) so
+    # that no index serves it: SQLite (no ANALYZE, a bound LIMIT) otherwise drove the
+    # join from ix_stop_records_status, every done stop, 7-14 ms at 100k tasks and
+    # growing with the store (bench/README.md, queue_scale).
     newest = (
         select(tasks.c.id, tasks.c.key, tasks.c.outcome, tasks.c.cancelled_at)
         .where(tasks.c.cancelled_at.is_not(None))
@@ -170,12 +174,13 @@ def _recent(conn: Connection) -> list[dict[str, Any]]:
         .limit(RECENT_LIMIT)
         .subquery()
     )
+    cancelling = (StopStatus.DONE.value, StopStatus.OPEN.value)
     rows = conn.execute(
         select(newest, stop_records.c.requested_by, stop_records.c.id.label("stop_id"))
         .join(stop_records, stop_records.c.task_id == newest.c.id)
         # The stop that cancelled the task: done, or still posting its comment.
-        .where(stop_records.c.status.in_((StopStatus.DONE.value, StopStatus.OPEN.value)))
-        .order_by(newest.c.cancelled_at.desc())
+        .where(func.coalesce(stop_records.c.status, "").in_(cancelling))
+        .order_by(newest.c.cancelled_at.desc(), stop_records.c.requested_at, stop_records.c.id)
     )
     return [
         {

@@ -76,16 +76,22 @@ def test_queue_scale_smoke() -> None:
     backends = ["sqlite"]
     if queue_scale.postgres_url(None):
         backends.append("postgresql")
-    result = queue_scale.run(sizes=[100, 300], backends=backends, samples=5, budget=5.0)
+    result = queue_scale.run(
+        sizes=[100, 300], pg_sizes=[100, 300], backends=backends, samples=5, budget=5.0
+    )
     assert result.clean and result.server_errors == 0
     assert result.count_mismatches == 0  # migration 0002's counts agree with the rows
+    assert result.orphans == 0  # the COPY fill (no FK triggers) names only real tasks
     assert len(result.points) == 2 * len(backends)
     for point in result.points:
         assert point.rows["tasks"] == point.size and point.rows["jobs"] > point.size
         assert sane(point.queue.p50) and sane(point.webhook.p99) and point.queue_bytes > 0
     for backend in backends:
         assert all(sane(factor) for _, _, factor in result.growth(backend, "queue"))
-    assert "growth per 10x" in queue_scale.render(result)
+    for point in result.points:
+        assert sane(result.vs_base(point, "queue")) and sane(result.vs_base(point, "webhook"))
+    text = queue_scale.render(result)
+    assert "growth per 10x" in text and "webhook p50 at 300" in text
 
 
 def test_reconcile_smoke() -> None:

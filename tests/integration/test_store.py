@@ -156,6 +156,46 @@ def test_job_claim_is_exclusive_and_cancel_is_final(store: Store) -> None:
     assert store.query(jobs.get_job, job.id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
 
 
+def test_claim_takes_the_job_due_longest_of_a_live_task(store: Store) -> None:
+    """Due order (run_after, then id), not id order: a retry re-queued with a backoff
+    waits behind a later job that fell due before it; nothing not yet due is taken,
+    nor a job of a cancelled task."""
+    made = [store.write(insert_task, new_task(f"d{n}", f"APP-{n}"), NOW) for n in range(5)]
+    retry = store.write(jobs.enqueue_job, made[0].id, "analysis", NOW, run_after=NOW + 50)
+    first = store.write(jobs.enqueue_job, made[1].id, "analysis", NOW + 10)
+    tie = store.write(jobs.enqueue_job, made[2].id, "analysis", NOW + 10)
+    store.write(jobs.enqueue_job, made[3].id, "analysis", NOW, run_after=NOW + 1000)
+    store.write(jobs.enqueue_job, made[4].id, "analysis", NOW)
+    store.write(update_task, made[4], NOW, cancelled_at=NOW)
+    claimed = [store.write(jobs.claim_next_job, "w", NOW + 100, 30) for _ in range(4)]
+    assert [j.id if j else None for j in claimed] == [first.id, tie.id, retry.id, None]
+
+
+def test_queue_recent_lists_the_newest_cancelled_tasks_with_their_stop(store: Store) -> None:
+    """The ten newest cancelled tasks, newest first, each with the stop that cancelled it
+    (done, or open while it posts its comment); a noop or superseded stop is not that."""
+    from state.queue import RECENT_LIMIT, queue_summary
+
+    made = [store.write(insert_task, new_task(f"r{n}", f"APP-{n}"), NOW) for n in range(14)]
+    expected = []
+    for n, task in enumerate(made):
+        at = NOW + 10 * n
+        record_stop(store, task.id, StopStatus.NOOP, at - 2)
+        if n % 2:
+            record_stop(store, task.id, StopStatus.SUPERSEDED, at - 1)
+        status = StopStatus.OPEN if n == 13 else StopStatus.DONE
+        stop = record_stop(store, task.id, status, at)
+        store.write(update_task, task, at, cancelled_at=at)
+        expected.append((f"APP-{n}", stop.id))
+    only_noop = store.write(insert_task, new_task("r-noop", "APP-NOOP"), NOW)
+    record_stop(store, only_noop.id, StopStatus.NOOP, NOW + 500)
+    store.write(update_task, only_noop, NOW + 500, cancelled_at=NOW + 500)
+    doc = store.query(lambda c: queue_summary(c, stop_enabled=True, stop_repos=[]))
+    recent = [(r["task"], r["stop_id"]) for r in doc["stop"]["recent"]]
+    # APP-NOOP is the newest cancelled task, but no stop of its cancelled it.
+    assert recent == expected[::-1][: RECENT_LIMIT - 1]
+
+
 def test_merge_lease_is_one_per_repo(store: Store) -> None:
     a = store.write(insert_task, new_task("a", "APP-1"), NOW)
     b = store.write(insert_task, new_task("b", "APP-2"), NOW)
