@@ -12,9 +12,10 @@ gets the answer a transaction of its own would have given.
 Durability is what one transaction per write gave: in WAL mode with
 `synchronous=NORMAL` a COMMIT has reached the operating system's page cache when it
 returns (it survives a kill -9 of the server, which is what the intake's 202 promises),
-and the WAL is synced at checkpoints; a power loss can drop the last commits. A STOP
-lost that way is found again by reconciliation, which compares the tracker's states with
-the store (docs/architecture.md, "A webhook, end to end").
+and the WAL is synced at checkpoints; a power loss can drop the last commits. What is
+lost that way is found again by reconciliation (trackers with API credentials): its
+watermark is in the same database, so it rolls back with them and the next pass reads
+those tickets' changes again, STOPs and starts alike.
 """
 
 from __future__ import annotations
