@@ -29,7 +29,7 @@ T = TypeVar("T")
 MAX_TASK_ID = 2**31 - 1  # task ids are 32-bit integers on both databases
 _MATCH_ROWS = 50  # a ticket restarted more often than this shows its newest tasks
 # `\Z`, not `$`: `$` also matches before a trailing newline ("x#cancelled-7\n").
-TOMBSTONE_RE = re.compile(r"^(?P<original>.*)#cancelled-(?P<task_id>\d+)\Z", re.DOTALL)
+TOMBSTONE_RE = re.compile(r"^(?P<original>.*)#cancelled-(?P<task_id>[0-9]+)\Z", re.DOTALL)
 
 
 WRITE_ATTEMPTS = 6

@@ -227,6 +227,7 @@ def test_a_key_with_a_hash_is_not_taken_for_a_tombstone(store: Store) -> None:
         ("iss-1#cancelled-7x", None),
         ("iss-1#cancelled-7\n", None),  # the id ends the value: no newline after it
         ("iss-1#cancelled-7\r\n", None),
+        ("iss-1#cancelled-\u0663", None),  # ASCII digits only (not Arabic-Indic three)
         ("iss-1#cancelled-7\n#cancelled-8", ("iss-1#cancelled-7\n", 8)),
         ("iss-1#cancelled-x7", None),
         ("iss-1-cancelled-7", None),
