@@ -58,7 +58,9 @@ def test_reset_cost_smoke() -> None:
     assert len(result.floor) == len(result.conveyor) == len(result.stopping) == 2
     assert all(sane(v) for v in result.floor + result.conveyor + result.agent_stop)
     assert sane(result.ratio_total) and sane(result.ratio_p50) and sane(result.ratio_guarded)
-    assert sane(result.ratio_stopping) and result.ratio_stopping < result.ratio_guarded
+    assert sane(result.ratio_stopping)
+    # the stopping floor is the agent's stop plus the guarded git (never a speed check)
+    assert all(s > a for s, a in zip(result.stopping, result.agent_stop, strict=True))
     assert set(result.steps) >= {"processes", "worktree", "remote_branch", "terminal"}
     assert "conveyor/stopping floor" in reset_cost.render(result)
 
