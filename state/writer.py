@@ -5,9 +5,12 @@ ours instead of a crowd of threads sleeping in SQLite's busy back-off. That thre
 commits in groups: the writes that queued while a transaction was open share the next
 one, each inside its own SAVEPOINT, and every caller is answered only once the group's
 COMMIT has returned. A write that fails rolls back to its savepoint and raises to its
-own caller alone; the others in the group are unaffected. If the COMMIT itself fails,
-nothing of the group was kept and each write is run again on its own, so every caller
-gets the answer a transaction of its own would have given.
+own caller alone; the others in the group are unaffected. A database error (not a
+constraint refusal) may have ended the whole transaction in SQLite (a full disk, an I/O
+error roll it back), so it stops the group instead: the group is rolled back and each of
+its writes run again on its own, as when the COMMIT itself fails. Either way every
+caller gets the answer a transaction of its own would have given, and nothing is kept
+twice.
 
 Durability is what one transaction per write gave: in WAL mode with
 `synchronous=NORMAL` a COMMIT has reached the operating system's page cache when it
@@ -32,8 +35,6 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from state.errors import StoreError
-
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 64  # writes per COMMIT at most, so that a burst is answered in slices
@@ -45,6 +46,10 @@ class _Write:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     future: Future[Any] = field(default_factory=Future)
+
+
+class _GroupBroken(Exception):
+    """A write hit a database error: the group's transaction cannot be trusted."""
 
 
 class GroupWriter:
@@ -65,21 +70,24 @@ class GroupWriter:
             target=self._serve, name="conveyor-sqlite-writer", daemon=True
         )
         self._closed = False
+        self._lock = threading.Lock()  # no write is queued behind the shutdown sentinel
         self._thread.start()
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue `fn(conn, *args, **kwargs)`; the future resolves once it is committed."""
-        if self._closed:
-            raise RuntimeError("the store's writer is shut down")
         write = _Write(fn, args, kwargs)
-        self._queue.put(write)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store's writer is shut down")
+            self._queue.put(write)
         return write.future
 
     def shutdown(self) -> None:
         """Finish what is queued, then stop the thread."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(None)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
         self._thread.join()
 
     def _serve(self) -> None:
@@ -119,10 +127,11 @@ class GroupWriter:
             with self._begin() as conn:
                 for write in group:
                     answers.append(_in_savepoint(conn, write))
-        except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the group was kept
+        except BaseException as exc:  # BEGIN, a write's database error or COMMIT: none kept
+            cause = exc.__cause__ if isinstance(exc, _GroupBroken) else exc
             log.warning(
                 "a group commit failed; running its writes one by one",
-                extra={"writes": len(group), "error": type(exc).__name__},
+                extra={"writes": len(group), "error": type(cause).__name__},
             )
             for write in group:
                 self._alone(write)
@@ -136,15 +145,13 @@ class GroupWriter:
 
 def _in_savepoint(conn: Connection, write: _Write) -> tuple[Any, BaseException | None]:
     """`write` in a savepoint of the group's transaction: its value, or its error with
-    its own writes rolled back (a database error told as `Store.begin` tells it)."""
+    its own writes rolled back; a database error breaks the group (`_GroupBroken`)."""
     try:
         with conn.begin_nested():
             return write.fn(conn, *write.args, **write.kwargs), None
-    except IntegrityError as exc:
+    except IntegrityError as exc:  # one statement refused; the transaction goes on
         return None, exc
     except DBAPIError as exc:
-        error = StoreError(f"database error: {exc.orig}")
-        error.__cause__ = exc
-        return None, error
+        raise _GroupBroken() from exc
     except Exception as exc:  # the write's own error (a stale version, a refusal)
         return None, exc

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, event, select
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, event, select, text
 from sqlalchemy.exc import IntegrityError
 
 from state.db import make_engine
+from state.errors import StoreError
 from state.store import Store
 
 meta = MetaData()
@@ -152,6 +153,41 @@ async def test_a_failed_commit_runs_each_write_of_the_group_again_on_its_own(
     # the held write, the refused group, then the four writes one by one
     assert len(commits) == 6
     assert names(store) == ["arm", "first", "g0", "g1", "g2"]  # each kept once
+
+
+async def test_a_database_error_breaks_the_group_and_each_write_runs_again_alone(
+    store: Store,
+) -> None:
+    """A database error may have ended SQLite's whole transaction (a full disk, an I/O
+    error): the writes after it must not run outside it. The group is rolled back and
+    every write of it runs on its own, so each is kept once and the failing one raises."""
+    commits = commits_of(store)
+    release, _held = hold_the_writer(store)
+    runs: list[str] = []
+
+    def counted(conn: Connection, name: str) -> str:
+        runs.append(name)
+        return insert(conn, name)
+
+    def broken(conn: Connection) -> None:
+        runs.append("broken")
+        conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+    pending = [
+        asyncio.ensure_future(store.run(counted, "a")),
+        asyncio.ensure_future(store.run(broken)),
+        asyncio.ensure_future(store.run(counted, "b")),
+    ]
+    await asyncio.sleep(0.2)
+    release.set()
+    assert await pending[0] == "a"
+    with pytest.raises(StoreError, match="no_such_table"):
+        await pending[1]
+    assert await pending[2] == "b"
+    # In the group: a, then broken (b never ran there); then each alone.
+    assert runs == ["a", "broken", "a", "broken", "b"]
+    assert len(commits) == 3  # the held write, a alone, b alone (the group rolled back)
+    assert names(store) == ["a", "b", "first"]
 
 
 async def test_a_write_cancelled_before_it_ran_is_never_run(store: Store) -> None:
