@@ -7,8 +7,8 @@ Each conveyor task has a pushed feature branch (its analysis agent committed) an
 cooperative implementation agent running. Each floor task has a worktree with one
 commit on a branch pushed to the same remote. Three floors: the two git commands; the
 guarded floor (the checks conveyor's git port makes, as plain git commands); and the
-guarded floor that also stops an agent (the same cooperative agent script, started in
-its own session by the bench: SIGTERM to its group, reap it, see the group empty), the
+guarded floor that also stops an agent (the same cooperative agent command, spawned by
+the bench as conveyor spawns agents: SIGTERM to its group, reap it, see it empty), the
 whole of what a reset must do outside the store. Resets go one at a time, alternating
 with the floors, so all see the same machine. Per-step times come from the server's log.
 
@@ -36,7 +36,6 @@ if __package__ in (None, ""):  # `python bench/reset_cost.py`: make `bench` impo
 import httpx  # noqa: E402
 
 from bench.agents import (  # noqa: E402
-    MIXED_AGENT,
     Running,
     StoreReader,
     start_tickets,
@@ -45,6 +44,7 @@ from bench.agents import (  # noqa: E402
     write_agents,
 )
 from bench.common import (  # noqa: E402
+    child_env,
     conveyor_server,
     free_port,
     git,
@@ -61,6 +61,7 @@ from bench.common import (  # noqa: E402
     verdict,
     workspace,
 )
+from integrations.processes import AgentProcess, spawn_agent  # noqa: E402
 from state.models import RESET_STEP_ORDER  # noqa: E402
 
 TARGET = 1.5
@@ -165,7 +166,7 @@ def guarded_reset(clone: Path, path: Path, branch: str, result: ResetResult) -> 
 
 
 def stopping_reset(
-    clone: Path, path: Path, branch: str, agent: subprocess.Popen[bytes], result: ResetResult
+    clone: Path, path: Path, branch: str, agent: AgentProcess, result: ResetResult
 ) -> None:
     """The guarded floor after stopping a live agent."""
     stopped = stop_agent(agent)
@@ -174,29 +175,29 @@ def stopping_reset(
     result.stopping.append(stopped + local + remote)
 
 
-def floor_agent(script: Path, root: Path, k: int) -> subprocess.Popen[bytes]:
-    """The cooperative agent conveyor's tasks run, started in a session of its own (as
-    conveyor starts agents) and running once it has written `started`."""
+def floor_agent(command: str, root: Path, k: int, token: str) -> AgentProcess:
+    """The cooperative agent conveyor's tasks run, spawned as conveyor spawns agents (its
+    own session, marked with the run token) and running once it has written `started`."""
     docs = root / "floor-agents" / str(k)
-    env = {**os.environ, "CONVEYOR_TASK_KEY": f"FLOOR-{2 * k}", "CONVEYOR_DOCS_DIR": str(docs)}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True)
+    env = child_env(token, CONVEYOR_TASK_KEY=f"FLOOR-{2 * k}", CONVEYOR_DOCS_DIR=str(docs))
+    agent = spawn_agent(command, cwd=root, env=env, log_path=root / "floor-logs" / f"{k}.log")
     deadline = time.monotonic() + 30
     while not (docs / "started").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
+        if time.monotonic() > deadline or agent.poll() is not None:
             raise RuntimeError(f"floor agent {k} did not start")
         time.sleep(0.01)
-    return proc
+    return agent
 
 
-def stop_agent(proc: subprocess.Popen[bytes]) -> float:
+def stop_agent(agent: AgentProcess) -> float:
     """SIGTERM to the agent's group, reap it, and see the group empty: the floor of
     conveyor's `processes` step (which also reads the job, records the stop, and polls)."""
     started = time.perf_counter()
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(30)
+    os.killpg(agent.ref.pgid, signal.SIGTERM)
+    agent.popen.wait(30)
     while True:
         try:
-            os.killpg(proc.pid, 0)
+            os.killpg(agent.ref.pgid, 0)
         except ProcessLookupError:
             break
         time.sleep(0.001)
@@ -288,7 +289,7 @@ def run(*, tasks: int = 10, keep: bool = False) -> ResetResult:
         )
         server = conveyor_server(root, doc, token)
         reader = StoreReader(root / "conveyor.db")
-        agents: list[subprocess.Popen[bytes]] = []
+        agents: list[AgentProcess] = []
         try:
             server.start()
             with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -299,9 +300,9 @@ def run(*, tasks: int = 10, keep: bool = False) -> ResetResult:
                 floors = floor_setup(clone, root, tasks, "FLOOR")
                 guards = floor_setup(clone, root, tasks, "GUARD")
                 stopping = floor_setup(clone, root, tasks, "STOPPING")
-                script = root / "agents" / "floor-agent.py"
-                script.write_text(MIXED_AGENT)
-                agents.extend(floor_agent(script, root, k) for k in range(1, tasks + 1))
+                agents.extend(
+                    floor_agent(commands["mixed"], root, k, token) for k in range(1, tasks + 1)
+                )
                 stop_ids = set()
                 for (path, branch), guard, (spath, sbranch), agent, task in zip(
                     floors, guards, stopping, agents, running, strict=True
@@ -319,8 +320,8 @@ def run(*, tasks: int = 10, keep: bool = False) -> ResetResult:
         finally:
             for agent in agents:  # the floor's own agents, if a run broke off early
                 if agent.poll() is None:
-                    os.killpg(agent.pid, signal.SIGKILL)
-                    agent.wait(10)
+                    os.killpg(agent.ref.pgid, signal.SIGKILL)
+                    agent.popen.wait(10)
             reader.close()
             server.stop()
             result.survivors = kill_survivors(token) if survivors(token) else []
