@@ -101,13 +101,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-
     return url
 
 
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    engine = make_engine(db_url)
+@contextmanager
+def migrated_store(url: str) -> Iterator[Store]:
+    """A Store on `url`, its schema brought to head, disposed afterwards."""
+    engine = make_engine(url)
     upgrade(engine)
     s = Store(engine)
-    yield s
-    s.dispose()
+    try:
+        yield s
+    finally:
+        s.dispose()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    with migrated_store(db_url) as s:
+        yield s
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -11,9 +11,9 @@ from bot.services import Services
 from bot.settings import settings_from_dict
 from bot.stopplane.intent import decide_stop
 from state import jobs
-from state.db import make_engine, upgrade
 from state.models import Job, NewTask, ServerIdentity, Stage, Task
-from state.store import Store, insert_task
+from state.store import insert_task
+from tests.conftest import migrated_store
 from tests.gitrepo import make_repo
 from tests.harness import ManualClock
 
@@ -34,20 +34,17 @@ async def services(tmp_path: Path, db_url: str) -> AsyncIterator[Services]:
             ],
         }
     )
-    engine = make_engine(db_url)
-    upgrade(engine)
-    store = Store(engine)
-    services = Services(
-        settings=settings,
-        store=store,
-        clock=ManualClock(NOW),
-        server=ServerIdentity("server-a", "host-a"),
-    )
-    try:
-        yield services
-    finally:
-        await services.background_tasks_done()
-        store.dispose()
+    with migrated_store(db_url) as store:
+        services = Services(
+            settings=settings,
+            store=store,
+            clock=ManualClock(NOW),
+            server=ServerIdentity("server-a", "host-a"),
+        )
+        try:
+            yield services
+        finally:
+            await services.background_tasks_done()
 
 
 def clock(svc: Services) -> ManualClock:

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from bot.stopplane.intent import _decide, decide_stop, deferred_ready, task_facts
 from state import hosts, jobs, stops
-from state.db import make_engine, normalise_url, upgrade
+from state.db import normalise_url
 from state.errors import StaleVersionError
 from state.machine import Facts
 from state.models import (
@@ -42,6 +42,7 @@ from state.store import (
     tombstone_task_keys,
     update_task,
 )
+from tests.conftest import migrated_store
 
 NOW = 1_700_000_000.0
 HERE = ServerIdentity("server-a", "host-a")
@@ -78,18 +79,16 @@ def merging(store: Store, stage: Stage = Stage.MERGE, key: str = "APP-1") -> tup
     return task, job
 
 
-def stop(store: Store, task: Task, **kw: Any) -> Any:
-    args = dict(requested_by="alice", reason="enough", correlation="delivery-1", now=NOW)
-    args.update(kw)
-    server = args.pop("server", None)
+def stop(
+    store: Store,
+    task: Task,
+    *,
+    requested_by: str = "alice",
+    now: float = NOW,
+    server: ServerIdentity | None = None,
+) -> Any:
     return store.write(
-        decide_stop,
-        task.id,
-        args["requested_by"],
-        args["reason"],
-        args["correlation"],
-        args["now"],
-        server=server,
+        decide_stop, task.id, requested_by, "enough", "delivery-1", now, server=server
     )
 
 
@@ -465,11 +464,8 @@ def test_a_repeated_stop_hands_nothing_over_again(store: Store) -> None:
 
 @pytest.fixture
 def pg_store(postgres_url: str) -> Iterator[Store]:
-    engine = make_engine(postgres_url)
-    upgrade(engine)
-    s = Store(engine)
-    yield s
-    s.dispose()
+    with migrated_store(postgres_url) as s:
+        yield s
 
 
 def test_a_stop_racing_the_tasks_completion_is_superseded(
