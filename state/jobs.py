@@ -56,14 +56,6 @@ def live_jobs_for_task(conn: Connection, task_id: int) -> list[Job]:
     return [Job.from_row(r) for r in rows]
 
 
-def live_processes_recorded(conn: Connection, task_id: int) -> bool:
-    """Whether any running job of the task has a process recorded (or may get one)."""
-    found = conn.execute(
-        select(jobs.c.id).where(jobs.c.task_id == task_id, jobs.c.status == JobStatus.RUNNING.value)
-    ).first()
-    return found is not None
-
-
 def claim_next_job(
     conn: Connection,
     worker_id: str,

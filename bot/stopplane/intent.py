@@ -35,6 +35,9 @@ class StopResult:
     task_id: int
     stop_id: str | None = None
     new: bool = False
+    # The task had no process, worktree, branch or pull request when the stop was
+    # decided (a hint for the reset, which checks again in its own transaction).
+    untouched: bool = False
 
 
 def task_facts(conn: Connection, task: Task) -> Facts:
@@ -96,15 +99,16 @@ def after_decision(svc: Services, result: StopResult, correlation: str | None) -
         svc.stop_timings.started[result.stop_id] = svc.clock.monotonic()
         # The intent is durable: ask this server's agents to exit right away.
         svc.stop_timings.asked_to_exit[result.stop_id] = svc.agents.request_exit(result.task_id)
-        launch_reset(svc, result.stop_id)
+        launch_reset(svc, result.stop_id, untouched=result.untouched)
     elif result.new and result.outcome == "stop_deferred" and result.stop_id:
         svc.launch(
             reset_notify.notify_deferred(svc, result.stop_id), name=f"notify-{result.stop_id}"
         )
 
 
-def launch_reset(svc: Services, stop_id: str) -> None:
-    """Run the reset behind the answer, once per process per stop."""
+def launch_reset(svc: Services, stop_id: str, *, untouched: bool | None = None) -> None:
+    """Run the reset behind the answer, once per process per stop (`untouched`: the
+    decision's hint, see `StopResult`)."""
     active = svc.resets
     if stop_id in active:
         return
@@ -112,7 +116,7 @@ def launch_reset(svc: Services, stop_id: str) -> None:
 
     async def run() -> None:
         try:
-            await resetsteps.run_reset(svc, stop_id)
+            await resetsteps.run_reset(svc, stop_id, untouched=untouched)
         finally:
             active.discard(stop_id)
 
@@ -202,7 +206,8 @@ def _decide(
         correlation=correlation,
         **({"window": window} if window else {}),
     )
-    return StopResult(outcome, original_key(task.key), task.id, rec.id, new)
+    untouched = not (task.worktree_path or task.branch or task.pr_number is not None or running)
+    return StopResult(outcome, original_key(task.key), task.id, rec.id, new, untouched)
 
 
 def _hand_over(conn: Connection, result: StopResult, server: ServerIdentity) -> None:

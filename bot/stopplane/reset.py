@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, cast
 
 from bot.engine.workers import owned_here
@@ -31,45 +32,47 @@ from integrations.processes import stop_process_group
 from state import hosts, jobs, stops
 from state.errors import StaleVersionError
 from state.machine import Facts, Trigger, decide
-from state.models import JobStatus, StopRecord, StopStatus, Task
+from state.models import Job, JobStatus, StopRecord, StopStatus, Task
 from state.store import add_event, get_task, original_key, tombstone_task_keys, update_task
 
 log = logging.getLogger(__name__)
 
 Step = Callable[[Services, StopRecord, Task], Awaitable[dict[str, Any]]]
-# A step that only writes the store: (conn, stop record so far, task id, now) → result.
-StoreStep = Callable[[Any, StopRecord, int, float], dict[str, Any]]
+# A step that only writes the store: (conn, stop record so far, task id, now) → result
+# (None: the step has outside work after all and runs as an outside step).
+StoreStep = Callable[[Any, StopRecord, int, float], dict[str, Any] | None]
 
 
-async def run_reset(svc: Services, stop_id: str) -> None:
+async def run_reset(svc: Services, stop_id: str, *, untouched: bool | None = None) -> None:
     """Run every step not yet recorded for this stop, in order; on one server at a time
-    (another server's live claim on the reset wins)."""
+    (another server's live claim on the reset wins). `untouched`: whether the stop's
+    decision saw a task that never touched the outside world (None: not known, look)."""
     if not await _claim(svc, stop_id):
         log.info("reset runs on another server", extra={"stop_id": stop_id})
         return
     try:
-        await _run_steps(svc, stop_id)
+        await _run_steps(svc, stop_id, untouched)
     finally:
         svc.reset_claims.pop(stop_id, None)
 
 
-async def _run_steps(svc: Services, stop_id: str) -> None:
-    rec = await svc.store.run(reset_untouched, stop_id, svc.clock.now())
-    if rec is None:
-        rec = await svc.store.run_read(stops.get_stop, stop_id)
-    else:
-        _observe_terminal(svc, rec, "cancelled_graceful")
-    task = None if rec is None else await svc.store.run_read(get_task, rec.task_id)
+async def _run_steps(svc: Services, stop_id: str, untouched: bool | None) -> None:
+    rec, task, task_jobs = await _begin(svc, stop_id, untouched)
+    # Outside steps done whose records go into the next write (a store steps'
+    # transaction): a crash before it runs them again, which every step allows.
+    carried: dict[str, Any] = {}
+    fresh = False  # `task` was read after the last outside step finished
     for name, step in STEPS:
         if rec is None or task is None or rec.status is not StopStatus.OPEN:
             return
         done = stops.stop_steps(rec)
-        if name in done:
+        if name in done or name in carried:
             continue
-        if name in STORE_STEPS:
-            rec = await _run_store_steps(svc, stop_id, name, task, done)
+        if _store_only(svc, name, task):
+            rec, task = await _run_store_steps(svc, stop_id, name, task, done, carried)
+            carried, fresh = {}, True
             continue
-        if name in _NEEDS_FRESH_TASK:  # a worker may have recorded a push meanwhile
+        if name in _NEEDS_FRESH_TASK and not fresh:  # a worker may have recorded a push
             task = await svc.store.run_read(get_task, rec.task_id)
             if task is None:
                 return
@@ -77,6 +80,8 @@ async def _run_steps(svc: Services, stop_id: str) -> None:
         # clone's worktrees, the other a push): both run at once, each recorded as its
         # own step. A crash before either record runs both again; both are idempotent.
         batch: list[tuple[str, Step]] = [(name, cast(Step, step))]
+        if name == "processes" and task_jobs is not None:  # read with the stop, just now
+            batch = [(name, partial(stop_processes, task_jobs=task_jobs))]
         if name == "worktree" and "remote_branch" not in done:
             batch.append(("remote_branch", delete_branch))
         for each, _ in batch:
@@ -84,64 +89,120 @@ async def _run_steps(svc: Services, stop_id: str) -> None:
         if not await _claim(svc, stop_id):
             return
         results = await asyncio.gather(*(fn(svc, rec, task) for _, fn in batch))
+        finished = svc.clock.now()
         for (each, _), result in zip(batch, results, strict=True):
             failpoint(f"done:{each}")  # the step's effect is out, its record not yet in
-            # The stop closes with its last step, so a crash before the comment resumes
-            # and still sends it, and nobody sees a closed stop with a step missing.
-            finished = svc.clock.now()
-            close_at = finished if each == STEPS[-1][0] else None
-            rec = await svc.store.run(
-                stops.mark_step, stop_id, each, result, close_at=close_at, at=finished
-            )
-            failpoint(f"after:{each}")
-            _log_step(task, stop_id, each, result)
-            if rec is None:
-                return
+            carried[each] = {**result, "at": finished}
+        fresh = False
+        if _carry_on(svc, task, done, carried):
+            continue
+        # The stop closes with its last step, so a crash before the comment resumes and
+        # still sends it, and nobody sees a closed stop with a step missing.
+        close_at = finished if STEPS[-1][0] in carried else None
+        rec = await svc.store.run(stops.mark_steps, stop_id, carried, close_at=close_at)
+        _recorded(task, stop_id, carried)
+        carried = {}
+
+
+async def _begin(
+    svc: Services, stop_id: str, untouched: bool | None
+) -> tuple[StopRecord | None, Task | None, list[Job] | None]:
+    """The stop, its task and the task's jobs as the reset starts (one read). A task that
+    never touched the outside world (stopped while queued) is reset right here instead,
+    steps 2–8 in one transaction (its jobs are then not read: None)."""
+    if not untouched:
+        rec, task, task_jobs = await svc.store.run_read(_reset_view, stop_id)
+        if untouched is False or not _untouched(rec, task, task_jobs):
+            return rec, task, task_jobs
+    reset = await svc.store.run(reset_untouched, stop_id, svc.clock.now())
+    if reset is None:
+        return await svc.store.run_read(_reset_view, stop_id)
+    _observe_terminal(svc, reset[0], "cancelled_graceful")
+    return (*reset, None)
+
+
+def _store_only(svc: Services, name: str, task: Task) -> bool:
+    """Whether step `name` only writes the store for this task: the store steps, and the
+    pull request's when there is none (no forge, or none opened; the transaction
+    re-reads the task and leaves it to run as an outside step if one was opened)."""
+    if name == "pull_request":
+        return svc.forge_for(task.repo) is None or task.pr_number is None
+    return name in STORE_STEPS
+
+
+def _carry_on(svc: Services, task: Task, done: dict[str, Any], carried: dict[str, Any]) -> bool:
+    """Whether the records carried can wait for the next step's transaction: it is a
+    store step, and no carried result waits on another server (which amends the record
+    when it is done, so the record must be in first)."""
+    if any(isinstance(r, dict) and r.get("pending_on") for r in carried.values()):
+        return False
+    following = [n for n, _ in STEPS if n not in done and n not in carried]
+    return bool(following) and _store_only(svc, following[0], task)
+
+
+def _recorded(task: Task, stop_id: str, results: dict[str, Any]) -> None:
+    for each, result in results.items():
+        failpoint(f"after:{each}")
+        _log_step(task, stop_id, each, result)
 
 
 async def _run_store_steps(
-    svc: Services, stop_id: str, first: str, task: Task, done: dict[str, Any]
-) -> StopRecord | None:
-    """The store-only steps from `first` up to the next other step, those not yet recorded,
-    done and recorded in one transaction; the record as it then stands (None: the stop
-    vanished meanwhile)."""
+    svc: Services,
+    stop_id: str,
+    first: str,
+    task: Task,
+    done: dict[str, Any],
+    carried: dict[str, Any],
+) -> tuple[StopRecord | None, Task | None]:
+    """The store-only steps from `first` up to the next other step, those not yet
+    recorded, done and recorded in one transaction with the records `carried`; the record
+    and the task as they then stand (None: the stop vanished meanwhile)."""
     order = [each for each, _ in STEPS]
     names: list[str] = []
     for each in order[order.index(first) :]:
-        if each not in STORE_STEPS:
+        if not _store_only(svc, each, task):
             break
         if each not in done:
             names.append(each)
     for each in names:
         failpoint(f"before:{each}")
     if not await _claim(svc, stop_id):
-        return None
+        return None, None
     for each in names:
         failpoint(f"done:{each}")  # one transaction: nothing of these is out yet
-    rec_after, results = await svc.store.run_until_current(
-        _store_steps, stop_id, task.id, names, svc.clock.now()
+    rec_after, task_after, results = await svc.store.run_until_current(
+        _store_steps, stop_id, task.id, names, carried, svc.clock.now()
     )
-    for each, result in results.items():
-        failpoint(f"after:{each}")
-        _log_step(task, stop_id, each, result)
+    _recorded(task, stop_id, {**carried, **results})
     if "terminal" in results and rec_after is not None:
         _observe_terminal(svc, rec_after, str(results["terminal"]["outcome"]))
-    return rec_after
+    return rec_after, task_after
 
 
 def _store_steps(
-    conn: Any, stop_id: str, task_id: int, names: list[str], now: float
-) -> tuple[StopRecord | None, dict[str, dict[str, Any]]]:
-    """Each named store step's write and its record, in this one transaction (never the
-    last step: `notify` closes the stop)."""
+    conn: Any,
+    stop_id: str,
+    task_id: int,
+    names: list[str],
+    carried: dict[str, Any],
+    now: float,
+) -> tuple[StopRecord | None, Task | None, dict[str, dict[str, Any]]]:
+    """The records carried, then each named store step's write and its record, in this
+    one transaction (never the last step: `notify` closes the stop); a step that finds
+    it has outside work after all (a pull request opened) ends the run before it."""
     rec = stops.get_stop(conn, stop_id)
+    if rec is not None and rec.status is StopStatus.OPEN and carried:
+        rec = stops.mark_steps(conn, stop_id, carried)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         if rec is None or rec.status is not StopStatus.OPEN:
             break
-        results[name] = STORE_STEPS[name](conn, rec, task_id, now)
-        rec = stops.mark_step(conn, stop_id, name, results[name], at=now)
-    return rec, results
+        result = STORE_STEPS[name](conn, rec, task_id, now)
+        if result is None:
+            break
+        results[name] = result
+        rec = stops.mark_step(conn, stop_id, name, result, at=now)
+    return rec, get_task(conn, task_id), results
 
 
 def _log_step(task: Task, stop_id: str, step: str, result: Any) -> None:
@@ -194,18 +255,19 @@ def failpoint(point: str) -> None:
 # -- step 2: the process tree -------------------------------------------------------------
 
 
-async def stop_processes(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
+async def stop_processes(
+    svc: Services, rec: StopRecord, task: Task, *, task_jobs: list[Job] | None = None
+) -> dict[str, Any]:
     """SIGTERM (+SIGCONT), grace, SIGKILL, confirm: every running job's process group;
-    another server's agents are handed to that server and waited for within a bound."""
+    another server's agents are handed to that server and waited for within a bound.
+    `task_jobs`: the task's jobs when just read (else they are read here)."""
     # The grace runs from the request: a reset resumed after a crash waits only what is
     # left of it. A deferred stop's processes get the whole grace (it waited for a window).
     started = svc.clock.now() if rec.window else rec.requested_at
     grace = max(0.0, svc.settings.stop.grace_seconds - (svc.clock.now() - started))
-    running = [
-        j
-        for j in await svc.store.run_read(jobs.jobs_for_task, task.id)
-        if j.status is JobStatus.RUNNING
-    ]
+    if task_jobs is None:
+        task_jobs = await svc.store.run_read(jobs.jobs_for_task, task.id)
+    running = [j for j in task_jobs if j.status is JobStatus.RUNNING]
     own = [j for j in running if j.pgid and owned_here(j, svc.server)]
     handed = [
         owners.hand_off_processes(svc, rec, task, server_id, theirs, grace)
@@ -249,6 +311,16 @@ async def _stop_late_starters(svc: Services, task: Task) -> int:
 
 def release_lease(conn: Any, rec: StopRecord, task_id: int, now: float) -> dict[str, Any]:
     return {"released": jobs.release_lease(conn, task_id)}
+
+
+NO_PULL_REQUEST = {"closed": False, "reason": "no pull request"}
+
+
+def no_pull_request(conn: Any, rec: StopRecord, task_id: int, now: float) -> dict[str, Any] | None:
+    """Step 4b for a task without a pull request: nothing to close. None when one was
+    opened after all (the step then runs as an outside step)."""
+    task = get_task(conn, task_id)
+    return None if task is not None and task.pr_number is not None else dict(NO_PULL_REQUEST)
 
 
 # -- step 5: the worktree, by the server whose data dir holds it ----------------------------
@@ -328,20 +400,34 @@ def _cancel(
     return done
 
 
-def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
-    """Steps 2–8 in one transaction for a task that never touched the outside world (no
-    process, worktree or branch: stopped while queued). None when it did."""
+def _reset_view(conn: Any, stop_id: str) -> tuple[StopRecord | None, Task | None, list[Job]]:
+    """The stop, its task and the task's jobs."""
     rec = stops.get_stop(conn, stop_id)
     task = None if rec is None else get_task(conn, rec.task_id)
+    return rec, task, [] if task is None else jobs.jobs_for_task(conn, task.id)
+
+
+def _untouched(rec: StopRecord | None, task: Task | None, task_jobs: list[Job]) -> bool:
+    """No step done yet, and no process, worktree, branch or pull request: the task was
+    stopped while queued."""
     if rec is None or task is None or rec.status is not StopStatus.OPEN or rec.steps != "{}":
-        return None
-    if task.worktree_path or task.branch or jobs.live_processes_recorded(conn, task.id):
+        return False
+    running = any(j.status is JobStatus.RUNNING for j in task_jobs)
+    return not (task.worktree_path or task.branch or task.pr_number is not None or running)
+
+
+def reset_untouched(conn: Any, stop_id: str, now: float) -> tuple[StopRecord, Task] | None:
+    """Steps 2–8 in one transaction for a task that never touched the outside world (no
+    process, worktree or branch: stopped while queued): the record and the task as they
+    then stand. None when it did."""
+    rec, task, task_jobs = _reset_view(conn, stop_id)
+    if rec is None or task is None or not _untouched(rec, task, task_jobs):
         return None
     steps: dict[str, Any] = {
         "processes": summarise([]),
         "jobs": {"cancelled": jobs.cancel_task_jobs(conn, task.id, now), "late_processes": 0},
         "lease": {"released": jobs.release_lease(conn, task.id)},
-        "pull_request": {"closed": False, "reason": "no pull request"},
+        "pull_request": NO_PULL_REQUEST,
         "worktree": {"removed": False, "reason": "no worktree"},
         "remote_branch": {"deleted": False, "reason": "no branch"},
     }
@@ -351,7 +437,7 @@ def reset_untouched(conn: Any, stop_id: str, now: float) -> StopRecord | None:
     trigger = Trigger.FINALIZE_CANCEL if rec.window else Trigger.STOP
     final = _cancel(conn, rec, dead, trigger, "cancelled_graceful", counts, now)
     steps["terminal"] = {"outcome": final.outcome, "effects_committed": False, **counts}
-    return stops.mark_steps(conn, stop_id, steps, at=now) or rec
+    return stops.mark_steps(conn, stop_id, steps, at=now) or rec, final
 
 
 def _observe_terminal(svc: Services, rec: StopRecord, outcome: str) -> None:
@@ -371,6 +457,7 @@ def _apply(conn: Any, fn: Callable[[Any, Task], Task], task_id: int) -> Task:
 
 STORE_STEPS: dict[str, StoreStep] = {
     "lease": release_lease,
+    "pull_request": no_pull_request,  # when there is none; else the outside step below
     "tombstone": tombstone,
     "terminal": make_terminal,
 }

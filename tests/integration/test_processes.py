@@ -17,6 +17,7 @@ import pytest
 from integrations.errors import IntegrationError
 from integrations.processes import (
     AgentProcess,
+    LeaderExit,
     ProcessRef,
     SpawnError,
     StopOutcome,
@@ -205,6 +206,44 @@ async def test_a_cooperative_agent_stops_gracefully(launch: Launch) -> None:
     assert (report.kill_sent_at, report.members_at_term) == (None, 1)
     assert agent.popen.returncode == 0
     assert group_alive(agent.ref.pgid) is False
+
+
+# Leaves 0.3 s after its SIGTERM: between two of a stop's polls, not at one.
+SLOW_TO_LEAVE = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.3), sys.exit(0)))
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def test_a_stops_sleep_ends_when_the_leader_exits(launch: Launch) -> None:
+    agent = launch(SLOW_TO_LEAVE)
+    await _ready(agent)
+    wake = LeaderExit(agent.ref.pid)
+    try:
+        os.killpg(agent.ref.pgid, signal.SIGTERM)
+        started = time.monotonic()
+        await wake.sleep(60)  # a plain sleep would take the whole minute
+        assert time.monotonic() - started < 30
+        assert agent.popen.poll() == 0  # it had exited: woken by its exit, not by chance
+        # The zombie's pidfd stays readable; the wake is used up, so sleeps sleep again.
+        started = time.monotonic()
+        await wake.sleep(0.2)
+        assert time.monotonic() - started >= 0.2
+    finally:
+        wake.close()
+
+
+async def test_a_stop_leaves_no_descriptor_open(launch: Launch) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    for script in (COOPERATIVE, SLOW_TO_LEAVE):
+        agent = launch(script)
+        await _ready(agent)
+        report = await stop_process_group(agent.ref, grace=5, reap=agent.popen.poll)
+        assert report.outcome is StopOutcome.GRACEFUL
+    assert set(os.listdir("/proc/self/fd")) <= before
 
 
 async def test_an_agent_ignoring_sigterm_is_killed_when_grace_runs_out(launch: Launch) -> None:
