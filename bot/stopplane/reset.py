@@ -59,10 +59,11 @@ async def run_reset(svc: Services, stop_id: str, *, untouched: bool | None = Non
 async def _run_steps(svc: Services, stop_id: str, untouched: bool | None) -> None:
     rec, task, task_jobs = await _begin(svc, stop_id, untouched)
     # Outside steps done whose records go into the next write (a store steps'
-    # transaction): a crash before it runs them again, which every step allows.
+    # transaction, or the jobs' cancel): a crash before it runs them again, which every
+    # step allows.
     carried: dict[str, Any] = {}
     fresh = False  # `task` was read after the last outside step finished
-    for name, step in STEPS:
+    for position, (name, step) in enumerate(STEPS):
         if rec is None or task is None or rec.status is not StopStatus.OPEN:
             return
         done = stops.stop_steps(rec)
@@ -84,17 +85,23 @@ async def _run_steps(svc: Services, stop_id: str, untouched: bool | None) -> Non
             batch = [(name, partial(stop_processes, task_jobs=task_jobs))]
         if name == "worktree" and "remote_branch" not in done:
             batch.append(("remote_branch", delete_branch))
+        handed: dict[str, Any] = {}
+        if name == "jobs" and carried:  # the cancel is a write: it records them too
+            handed, carried = carried, {}
+            batch = [(name, partial(cancel_jobs, carried=handed))]
         for each, _ in batch:
             failpoint(f"before:{each}")
         if not await _claim(svc, stop_id):
             return
         results = await asyncio.gather(*(fn(svc, rec, task) for _, fn in batch))
+        _recorded(task, stop_id, handed)
         finished = svc.clock.now()
         for (each, _), result in zip(batch, results, strict=True):
             failpoint(f"done:{each}")  # the step's effect is out, its record not yet in
             carried[each] = {**result, "at": finished}
         fresh = False
-        if _carry_on(svc, task, done, carried):
+        following = [n for n, _ in STEPS[position + len(batch) :] if n not in done]
+        if _carry_on(svc, task, following, carried):
             continue
         # The stop closes with its last step, so a crash before the comment resumes and
         # still sends it, and nobody sees a closed stop with a step missing.
@@ -130,14 +137,15 @@ def _store_only(svc: Services, name: str, task: Task) -> bool:
     return name in STORE_STEPS
 
 
-def _carry_on(svc: Services, task: Task, done: dict[str, Any], carried: dict[str, Any]) -> bool:
-    """Whether the records carried can wait for the next step's transaction: it is a
-    store step, and no carried result waits on another server (which amends the record
-    when it is done, so the record must be in first)."""
+def _carry_on(svc: Services, task: Task, following: list[str], carried: dict[str, Any]) -> bool:
+    """Whether the records carried can wait for the next step's write: it is a store
+    step, or the jobs' cancel; and no carried result waits on another server (which
+    amends the record when it is done, so the record must be in first)."""
     if any(isinstance(r, dict) and r.get("pending_on") for r in carried.values()):
         return False
-    following = [n for n, _ in STEPS if n not in done and n not in carried]
-    return bool(following) and _store_only(svc, following[0], task)
+    if not following:
+        return False
+    return following[0] == "jobs" or _store_only(svc, following[0], task)
 
 
 def _recorded(task: Task, stop_id: str, results: dict[str, Any]) -> None:
@@ -292,9 +300,12 @@ def _observe_group_empty(svc: Services, rec: StopRecord) -> None:
 # -- steps 3 and 4: jobs and lease ---------------------------------------------------------
 
 
-async def cancel_jobs(svc: Services, rec: StopRecord, task: Task) -> dict[str, Any]:
-    """Every non-terminal job → cancelled; then stop any process that slipped past step 2."""
-    count = await svc.store.run(jobs.cancel_task_jobs, task.id, svc.clock.now())
+async def cancel_jobs(
+    svc: Services, rec: StopRecord, task: Task, *, carried: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every non-terminal job → cancelled (in the write that also records the steps
+    `carried`); then stop any process that slipped past step 2."""
+    count = await svc.store.run(_cancel_recording, rec.id, task.id, carried or {}, svc.clock.now())
     late = await _stop_late_starters(svc, task)
     return {"cancelled": count, "late_processes": late}
 
@@ -307,6 +318,14 @@ async def _stop_late_starters(svc: Services, task: Task) -> int:
         *(stop_process_group(ref, svc.settings.stop.grace_seconds, reap=reap) for ref, reap in refs)
     )
     return len(reports)
+
+
+def _cancel_recording(
+    conn: Any, stop_id: str, task_id: int, carried: dict[str, Any], now: float
+) -> int:
+    if carried:
+        stops.mark_steps(conn, stop_id, carried)
+    return jobs.cancel_task_jobs(conn, task_id, now)
 
 
 def release_lease(conn: Any, rec: StopRecord, task_id: int, now: float) -> dict[str, Any]:
