@@ -27,7 +27,6 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/reset_cost.py`: make `bench` importable
@@ -38,6 +37,7 @@ import httpx  # noqa: E402
 from bench.agents import (  # noqa: E402
     Running,
     StoreReader,
+    TaskState,
     start_tickets,
     stop_body,
     wait_running,
@@ -206,8 +206,8 @@ def stop_agent(agent: AgentProcess) -> float:
 
 def conveyor_reset(
     client: httpx.Client, reader: StoreReader, running: Running, result: ResetResult
-) -> str | None:
-    """STOP one task and wait for its stop record to close; the stop id."""
+) -> None:
+    """STOP one task and wait for its stop record to close."""
     body, headers = stop_body(running.ticket)
     sent = time.time()
     answer = client.post("/webhooks/plane", content=body, headers=headers)
@@ -215,7 +215,7 @@ def conveyor_reset(
         result.problems.append(
             f"STOP {task_key(running.ticket)}: {answer.status_code} {answer.text}"
         )
-        return None
+        return
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         state = reader.tasks([running.task_id])[running.task_id]
@@ -223,32 +223,26 @@ def conveyor_reset(
             result.conveyor.append(state.stop_closed_at - sent)
             if state.outcome != "cancelled_graceful":
                 result.problems.append(f"{task_key(running.ticket)}: outcome {state.outcome}")
-            return str(answer.json().get("stop_id"))
+            return
         time.sleep(0.005)
     result.problems.append(f"{task_key(running.ticket)}: reset not closed in 60 s")
-    return None
 
 
-def step_times(log: Path, stop_ids: set[str]) -> dict[str, list[float]]:
-    """Seconds each reset step took, from the server's JSON log lines (ms resolution)."""
-    marks: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(doc, dict) or doc.get("stop_id") not in stop_ids:
-            continue
-        at = datetime.fromisoformat(str(doc["ts"]).replace("Z", "+00:00")).timestamp()
-        if str(doc.get("msg", "")).startswith("stop stop_requested"):
-            marks[doc["stop_id"]].append(("requested", at))
-        elif doc.get("msg") == "reset step done":
-            marks[doc["stop_id"]].append((str(doc.get("action")), at))
+def step_times(states: Sequence[TaskState]) -> dict[str, list[float]]:
+    """Seconds each reset step took, from the stop records: every step is stored with the
+    time it finished (`at`, the server's clock, like `requested_at`), so each counts from
+    the one before it in the reset's order, `processes` from the request."""
     steps: dict[str, list[float]] = defaultdict(list)
-    for sequence in marks.values():
-        for (_, before), (name, after) in zip(sequence, sequence[1:], strict=False):
-            steps[name].append(after - before)
-        at = dict(sequence)
+    for state in states:
+        if state.steps is None or state.stop_requested_at is None:
+            continue
+        recorded = json.loads(state.steps)
+        at = {n: float(r["at"]) for n, r in recorded.items() if isinstance(r, dict) and "at" in r}
+        before = state.stop_requested_at
+        for name in RESET_STEP_ORDER:
+            if name in at:
+                steps[name].append(at[name] - before)
+                before = at[name]
         if "pull_request" in at and "remote_branch" in at:  # both git steps, side by side
             steps[GIT_STEPS].append(at["remote_branch"] - at["pull_request"])
     return steps
@@ -303,20 +297,19 @@ def run(*, tasks: int = 10, keep: bool = False) -> ResetResult:
                 agents.extend(
                     floor_agent(commands["mixed"], root, k, token) for k in range(1, tasks + 1)
                 )
-                stop_ids = set()
                 for (path, branch), guard, (spath, sbranch), agent, task in zip(
                     floors, guards, stopping, agents, running, strict=True
                 ):
                     floor_reset(clone, path, branch, result)
                     guarded_reset(clone, *guard, result)
                     stopping_reset(clone, spath, sbranch, agent, result)
-                    stop_id = conveyor_reset(client, reader, task, result)
-                    if stop_id:
-                        stop_ids.add(stop_id)
+                    conveyor_reset(client, reader, task, result)
                 for task in running:
                     detail = client.get(f"/tasks/{task.task_id}").json()["task"]
                     if not detail.get("tombstoned"):
                         result.problems.append(f"{task_key(task.ticket)} not tombstoned")
+                states = reader.tasks(t.task_id for t in running)
+                result.steps.update(step_times(list(states.values())))
         finally:
             for agent in agents:  # the floor's own agents, if a run broke off early
                 if agent.poll() is None:
@@ -326,7 +319,6 @@ def run(*, tasks: int = 10, keep: bool = False) -> ResetResult:
             server.stop()
             result.survivors = kill_survivors(token) if survivors(token) else []
         check_git(clone, bare, result)
-        result.steps.update(step_times(server.log, stop_ids))
     return result
 
 
@@ -367,9 +359,9 @@ def render(result: ResetResult) -> str:
             f"(target <= {TARGET_GUARDED}x: {verdict(result.ratio_stopping <= TARGET_GUARDED)}); "
             f"floor p50 {f.ms('p50')} ms, conveyor p50 {c.ms('p50')} ms",
             "",
-            "conveyor reset steps (server log, ms resolution; 'processes' counts from the stop "
-            "decision's log line; worktree and remote_branch run side by side, so the second "
-            "counts from the first's record: see the combined row), beside the guarded floor's p50 ms",
+            "conveyor reset steps (each from the one before, by the times the stop record stores; "
+            "'processes' counts from the stop's request; worktree and remote_branch run side by "
+            "side and finish together: see the combined row), beside the guarded floor's p50 ms",
             table(["step", "n", "p50 ms", "p99 ms", "total ms", "floor p50 ms"], step_rows),
             "",
             f"problems: {len(result.problems)}; survivors: {len(result.survivors)}; checks: {'OK' if result.clean else 'FAILED'}",
