@@ -1,0 +1,115 @@
+"""Idle workers on the real WorkerPool and a real store (both databases): while nothing
+is due they only read, one shared read at a time, and never take the writer for a
+claim; a job that falls due, or one queued by another process without a wake-up, is
+still claimed by their poll."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.clock import SystemClock
+from bot.engine.agents import AgentRegistry
+from bot.engine.workers import WorkerPool
+from bot.settings import settings_from_dict
+from state import jobs
+from state.models import Job, NewTask
+from state.store import Store, insert_task
+from tests.conftest import migrated_store
+
+WORKERS = 10
+POLL = 0.02
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    with migrated_store(db_url) as opened:
+        yield opened
+
+
+def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[float]:
+    """Count calls of `state.jobs.<name>` (the pool looks it up at every call)."""
+    calls: list[float] = []
+    real = getattr(jobs, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(time.monotonic())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, name, counted)
+    return calls
+
+
+def pool(store: Store, tmp_path: Path, ran: list[Job]) -> WorkerPool:
+    settings = settings_from_dict(
+        {
+            "server": {"database_url": "sqlite://", "data_dir": str(tmp_path / "data")},
+            "workers": {"concurrency": WORKERS, "poll_interval_seconds": POLL},
+        }
+    )
+
+    async def run(job: Job) -> None:
+        ran.append(job)
+
+    async def crash(job: Job) -> None:
+        raise AssertionError(f"job {job.id} crashed")
+
+    return WorkerPool(
+        settings, store, SystemClock(), AgentRegistry(), asyncio.Event(), run=run, on_crash=crash
+    )
+
+
+async def until(check: Callable[[], bool], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def queue_job(store: Store, key: str, run_after: float) -> None:
+    new = NewTask(tracker="plane", issue_id=f"iss-{key}", key=key, repo="app", title="t")
+    task = store.write(insert_task, new, time.time())
+    store.write(jobs.enqueue_job, task.id, "analysis", run_after)
+
+
+async def test_idle_workers_read_and_do_not_claim_while_nothing_is_due(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claims = counting(monkeypatch, "claim_next_job")
+    looks = counting(monkeypatch, "next_due_at")
+    ran: list[Job] = []
+    workers = pool(store, tmp_path, ran)
+    await workers.start()
+    try:
+        await until(lambda: len(claims) >= WORKERS)  # each worker's first claim
+        await until(lambda: len(looks) >= 5)  # a few polls
+        # A job due only later: seen by the polls, not claimed before it is due.
+        queue_job(store, "APP-1", time.time() + 3600)
+        looked = len(looks)
+        await until(lambda: len(looks) >= looked + 5)
+    finally:
+        await workers.stop()
+    assert len(claims) == WORKERS and ran == []
+    # One shared read per half interval at most, not one per worker per interval.
+    span = looks[-1] - looks[0]
+    assert len(looks) <= 2 * (span / (POLL / 2) + 1) + WORKERS
+
+
+async def test_a_job_queued_without_a_wake_up_is_claimed_by_the_poll(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[Job] = []
+    workers = pool(store, tmp_path, ran)
+    await workers.start()
+    try:
+        await asyncio.sleep(5 * POLL)  # every worker idle
+        queue_job(store, "APP-2", time.time())  # as another process would: no wake-up
+        await until(lambda: len(ran) == 1)
+    finally:
+        await workers.stop()
+    assert ran[0].stage == "analysis"
