@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, select, update
 
 from state.models import Job as Job
 from state.models import JobStatus, ServerIdentity, StopStatus
@@ -13,6 +13,29 @@ from state.schema import jobs, merge_leases, stop_records, tasks
 from state.store import insert_ignore
 
 _LIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+# Statements built once, values bound at execution (see `state.store.per_dialect`).
+_ENQUEUE = jobs.insert().returning(jobs)
+_JOB_BY_ID = select(jobs).where(jobs.c.id == bindparam("_id"))
+_LIVE_OF_TASK = (
+    select(jobs)
+    .where(jobs.c.task_id == bindparam("_task"), jobs.c.status.in_(_LIVE))
+    .order_by(jobs.c.id)
+)
+_RUNNING_OF_TASK = select(jobs.c.id).where(
+    jobs.c.task_id == bindparam("_task"), jobs.c.status == JobStatus.RUNNING.value
+)
+_CANCEL_OF_TASK = (
+    update(jobs)
+    .where(jobs.c.task_id == bindparam("_task"), jobs.c.status.in_(_LIVE))
+    .values(
+        status=JobStatus.CANCELLED.value,
+        finished_at=bindparam("_now"),
+        lease_expires_at=None,
+    )
+)
+_RELEASE_LEASES = delete(merge_leases).where(merge_leases.c.task_id == bindparam("_task"))
+_LEASE_OF_TASK = select(merge_leases.c.repo).where(merge_leases.c.task_id == bindparam("_task"))
 
 
 def enqueue_job(
@@ -26,7 +49,7 @@ def enqueue_job(
 ) -> Job:
     """Queue a job for a task's stage."""
     row = conn.execute(
-        jobs.insert().returning(jobs),
+        _ENQUEUE,
         {
             "task_id": task_id,
             "stage": stage,
@@ -40,7 +63,7 @@ def enqueue_job(
 
 
 def get_job(conn: Connection, job_id: int) -> Job | None:
-    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+    row = conn.execute(_JOB_BY_ID, {"_id": job_id}).first()
     return Job.from_row(row) if row else None
 
 
@@ -50,17 +73,13 @@ def jobs_for_task(conn: Connection, task_id: int) -> list[Job]:
 
 
 def live_jobs_for_task(conn: Connection, task_id: int) -> list[Job]:
-    rows = conn.execute(
-        select(jobs).where(jobs.c.task_id == task_id, jobs.c.status.in_(_LIVE)).order_by(jobs.c.id)
-    )
+    rows = conn.execute(_LIVE_OF_TASK, {"_task": task_id})
     return [Job.from_row(r) for r in rows]
 
 
 def live_processes_recorded(conn: Connection, task_id: int) -> bool:
     """Whether any running job of the task has a process recorded (or may get one)."""
-    found = conn.execute(
-        select(jobs.c.id).where(jobs.c.task_id == task_id, jobs.c.status == JobStatus.RUNNING.value)
-    ).first()
+    found = conn.execute(_RUNNING_OF_TASK, {"_task": task_id}).first()
     return found is not None
 
 
@@ -183,11 +202,7 @@ def finish_job(
 
 def cancel_task_jobs(conn: Connection, task_id: int, now: float) -> int:
     """Every non-terminal job of the task → cancelled (terminal for good)."""
-    result = conn.execute(
-        update(jobs)
-        .where(jobs.c.task_id == task_id, jobs.c.status.in_(_LIVE))
-        .values(status=JobStatus.CANCELLED.value, finished_at=now, lease_expires_at=None)
-    )
+    result = conn.execute(_CANCEL_OF_TASK, {"_task": task_id, "_now": now})
     return int(result.rowcount)
 
 
@@ -285,13 +300,11 @@ def acquire_lease(conn: Connection, repo: str, task_id: int, now: float, ttl: fl
 
 def release_lease(conn: Connection, task_id: int) -> int:
     """Release every lease the task holds; returns how many."""
-    return int(conn.execute(delete(merge_leases).where(merge_leases.c.task_id == task_id)).rowcount)
+    return int(conn.execute(_RELEASE_LEASES, {"_task": task_id}).rowcount)
 
 
 def lease_of_task(conn: Connection, task_id: int) -> str | None:
-    return conn.execute(
-        select(merge_leases.c.repo).where(merge_leases.c.task_id == task_id)
-    ).scalar()
+    return conn.execute(_LEASE_OF_TASK, {"_task": task_id}).scalar()
 
 
 def lease_holder(conn: Connection, repo: str) -> int | None:

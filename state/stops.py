@@ -13,18 +13,35 @@ from state.models import OPEN_STOP_STATUSES, StopRecord, StopStatus
 
 __all__ = ["StopStatus"]
 from state.schema import pending_cleanups, stop_records, webhook_deliveries
-from state.store import insert_ignore
+from state.store import insert_ignore, insert_ignore_returning
+
+# Statements built once, values bound at execution (see `state.store.per_dialect`).
+_OPEN_STOP = select(stop_records).where(
+    stop_records.c.task_id == bindparam("_task"),
+    stop_records.c.status.in_(OPEN_STOP_STATUSES),
+)
+_INSERT_STOP = insert_ignore_returning(stop_records)
+_STOP_BY_ID = select(stop_records).where(stop_records.c.id == bindparam("_id"))
+_LOCKED_STOP = {
+    "sqlite": _STOP_BY_ID,
+    "postgresql": _STOP_BY_ID.with_for_update(),
+}
+_STOPS_OF_TASK = (
+    select(stop_records)
+    .where(stop_records.c.task_id == bindparam("_task"))
+    .order_by(stop_records.c.requested_at)
+)
+_UPDATE_STOP = update(stop_records).where(stop_records.c.id == bindparam("_id"))
+_UPDATE_STOP_EXPECTING = _UPDATE_STOP.where(stop_records.c.status == bindparam("_expect"))
+_RECORD_DELIVERY = insert_ignore_returning(webhook_deliveries, webhook_deliveries.c.id)
+_SETTLE_DELIVERY = update(webhook_deliveries).where(webhook_deliveries.c.id == bindparam("_row"))
 
 # -- stop records -----------------------------------------------------------------------
 
 
 def open_stop(conn: Connection, task_id: int) -> StopRecord | None:
     """The task's open (or deferred) stop, if any: there is at most one."""
-    row = conn.execute(
-        select(stop_records).where(
-            stop_records.c.task_id == task_id, stop_records.c.status.in_(OPEN_STOP_STATUSES)
-        )
-    ).first()
+    row = conn.execute(_OPEN_STOP, {"_task": task_id}).first()
     return StopRecord.from_row(row) if row else None
 
 
@@ -58,9 +75,7 @@ def insert_stop(
         outcome=outcome,
         closed_at=now if status not in (StopStatus.OPEN, StopStatus.DEFERRED) else None,
     )
-    row = conn.execute(
-        insert_ignore(conn, stop_records).values(**values).returning(stop_records)
-    ).first()
+    row = conn.execute(_INSERT_STOP[conn.dialect.name], values).first()
     if row is not None:
         return StopRecord.from_row(row), True
     existing = open_stop(conn, task_id)
@@ -70,16 +85,12 @@ def insert_stop(
 
 
 def get_stop(conn: Connection, stop_id: str) -> StopRecord | None:
-    row = conn.execute(select(stop_records).where(stop_records.c.id == stop_id)).first()
+    row = conn.execute(_STOP_BY_ID, {"_id": stop_id}).first()
     return StopRecord.from_row(row) if row else None
 
 
 def stops_for_task(conn: Connection, task_id: int) -> list[StopRecord]:
-    rows = conn.execute(
-        select(stop_records)
-        .where(stop_records.c.task_id == task_id)
-        .order_by(stop_records.c.requested_at)
-    )
+    rows = conn.execute(_STOPS_OF_TASK, {"_task": task_id})
     return [StopRecord.from_row(r) for r in rows]
 
 
@@ -96,19 +107,16 @@ def update_stop(
     conn: Connection, stop_id: str, *, expect: StopStatus | None = None, **changes: Any
 ) -> bool:
     """Change a stop record; with `expect`, only if it still has that status."""
-    query = update(stop_records).where(stop_records.c.id == stop_id)
-    if expect is not None:
-        query = query.where(stop_records.c.status == expect.value)
     if "status" in changes and isinstance(changes["status"], StopStatus):
         changes["status"] = changes["status"].value
-    return conn.execute(query.values(**changes)).rowcount == 1
+    if expect is None:
+        return conn.execute(_UPDATE_STOP, {"_id": stop_id, **changes}).rowcount == 1
+    params = {"_id": stop_id, "_expect": expect.value, **changes}
+    return conn.execute(_UPDATE_STOP_EXPECTING, params).rowcount == 1
 
 
 def _locked_stop(conn: Connection, stop_id: str) -> StopRecord | None:
-    query = select(stop_records).where(stop_records.c.id == stop_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    row = conn.execute(_LOCKED_STOP[conn.dialect.name], {"_id": stop_id}).first()
     return StopRecord.from_row(row) if row else None
 
 
@@ -122,7 +130,7 @@ def amend_step(conn: Connection, stop_id: str, step: str, changes: dict[str, Any
         return False
     steps[step] = {**steps[step], **changes}
     encoded = json.dumps(steps, sort_keys=True, default=str)
-    conn.execute(update(stop_records).where(stop_records.c.id == stop_id).values(steps=encoded))
+    conn.execute(_UPDATE_STOP, {"_id": stop_id, "steps": encoded})
     return True
 
 
@@ -168,9 +176,7 @@ def mark_steps(
     closing: dict[str, Any] = {}
     if close_at is not None:
         closing = {"status": StopStatus.DONE.value, "closed_at": close_at}
-    conn.execute(
-        update(stop_records).where(stop_records.c.id == stop_id).values(steps=encoded, **closing)
-    )
+    conn.execute(_UPDATE_STOP, {"_id": stop_id, "steps": encoded, **closing})
     if close_at is not None:
         return replace(current, steps=encoded, status=StopStatus.DONE, closed_at=close_at)
     return replace(current, steps=encoded)
@@ -250,7 +256,7 @@ def record_delivery(
 ) -> int | None:
     """Remember a delivery by its content key; None if it was seen before (a duplicate)."""
     row = conn.execute(
-        insert_ignore(conn, webhook_deliveries).returning(webhook_deliveries.c.id),
+        _RECORD_DELIVERY[conn.dialect.name],
         {
             "tracker": tracker,
             "dedup_key": dedup_key,
@@ -265,6 +271,6 @@ def settle_delivery(
     conn: Connection, delivery_row: int, outcome: str, reason: str | None, task_id: int | None
 ) -> None:
     conn.execute(
-        update(webhook_deliveries).where(webhook_deliveries.c.id == bindparam("_row")),
+        _SETTLE_DELIVERY,
         {"_row": delivery_row, "outcome": outcome, "reason": reason, "task_id": task_id},
     )

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from state.schema import reconcile_watermarks, tickets_seen
@@ -26,12 +26,13 @@ class SeenTicket:
     updated_at: float | None = None
 
 
+_LAST_SEEN = select(tickets_seen).where(
+    tickets_seen.c.tracker == bindparam("_tracker"), tickets_seen.c.issue_id == bindparam("_issue")
+)
+
+
 def last_seen(conn: Connection, tracker: str, issue_id: str) -> SeenTicket | None:
-    row = conn.execute(
-        select(tickets_seen).where(
-            tickets_seen.c.tracker == tracker, tickets_seen.c.issue_id == issue_id
-        )
-    ).first()
+    row = conn.execute(_LAST_SEEN, {"_tracker": tracker, "_issue": issue_id}).first()
     if row is None:
         return None
     m = row._mapping
