@@ -35,6 +35,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from state.savepoints import savepoint
+
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 64  # writes per COMMIT at most, so that a burst is answered in slices
@@ -147,7 +149,7 @@ def _in_savepoint(conn: Connection, write: _Write) -> tuple[Any, BaseException |
     """`write` in a savepoint of the group's transaction: its value, or its error with
     its own writes rolled back; a database error breaks the group (`_GroupBroken`)."""
     try:
-        with conn.begin_nested():
+        with savepoint(conn):
             return write.fn(conn, *write.args, **write.kwargs), None
     except IntegrityError as exc:  # one statement refused; the transaction goes on
         return None, exc
