@@ -101,7 +101,8 @@ class Store:
         """`fn(conn, *args, **kwargs)` in a write transaction, off the event loop."""
         if self._writer is None:
             return await anyio.to_thread.run_sync(partial(self.write, fn, *args, **kwargs))
-        return await asyncio.wrap_future(self._writer.submit(fn, *args, **kwargs))
+        value: T = await self._writer.submit_async(fn, *args, **kwargs)
+        return value
 
     async def run_until_current(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`run`, again while a compare-and-set loses: `fn` re-reads and re-decides."""
