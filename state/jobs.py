@@ -5,37 +5,53 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from state.models import Job as Job
 from state.models import JobStatus, ServerIdentity, StopStatus
+from state.prepared import Prepared
 from state.schema import jobs, merge_leases, stop_records, tasks
 from state.store import insert_ignore
 
 _LIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 # Statements built once, values bound at execution (see `state.store.per_dialect`).
-_ENQUEUE = jobs.insert().returning(jobs)
-_JOB_BY_ID = select(jobs).where(jobs.c.id == bindparam("_id"))
-_LIVE_OF_TASK = (
-    select(jobs)
-    .where(jobs.c.task_id == bindparam("_task"), jobs.c.status.in_(_LIVE))
-    .order_by(jobs.c.id)
+# The live statuses bound one by one, not as an expanding list: the driver runs it as is.
+_IS_LIVE = jobs.c.status.in_([literal(s) for s in _LIVE])
+_ENQUEUE = Prepared(jobs.insert().returning(jobs))
+_JOB_BY_ID = Prepared(select(jobs).where(jobs.c.id == bindparam("_id")))
+_LIVE_OF_TASK = Prepared(
+    select(jobs).where(jobs.c.task_id == bindparam("_task"), _IS_LIVE).order_by(jobs.c.id)
 )
-_RUNNING_OF_TASK = select(jobs.c.id).where(
-    jobs.c.task_id == bindparam("_task"), jobs.c.status == JobStatus.RUNNING.value
+_RUNNING_OF_TASK = Prepared(
+    select(jobs.c.id).where(
+        jobs.c.task_id == bindparam("_task"), jobs.c.status == JobStatus.RUNNING.value
+    )
 )
-_CANCEL_OF_TASK = (
+_CANCEL_OF_TASK = Prepared(
     update(jobs)
-    .where(jobs.c.task_id == bindparam("_task"), jobs.c.status.in_(_LIVE))
+    .where(jobs.c.task_id == bindparam("_task"), _IS_LIVE)
     .values(
         status=JobStatus.CANCELLED.value,
         finished_at=bindparam("_now"),
         lease_expires_at=None,
     )
 )
-_RELEASE_LEASES = delete(merge_leases).where(merge_leases.c.task_id == bindparam("_task"))
-_LEASE_OF_TASK = select(merge_leases.c.repo).where(merge_leases.c.task_id == bindparam("_task"))
+_RELEASE_LEASES = Prepared(delete(merge_leases).where(merge_leases.c.task_id == bindparam("_task")))
+_LEASE_OF_TASK = Prepared(
+    select(merge_leases.c.repo).where(merge_leases.c.task_id == bindparam("_task"))
+)
 
 
 def enqueue_job(
@@ -48,8 +64,8 @@ def enqueue_job(
     run_after: float | None = None,
 ) -> Job:
     """Queue a job for a task's stage."""
-    row = conn.execute(
-        _ENQUEUE,
+    row = _ENQUEUE.first(
+        conn,
         {
             "task_id": task_id,
             "stage": stage,
@@ -58,12 +74,13 @@ def enqueue_job(
             "run_after": now if run_after is None else run_after,
             "created_at": now,
         },
-    ).one()
+    )
+    assert row is not None  # a plain INSERT … RETURNING returns its row
     return Job.from_row(row)
 
 
 def get_job(conn: Connection, job_id: int) -> Job | None:
-    row = conn.execute(_JOB_BY_ID, {"_id": job_id}).first()
+    row = _JOB_BY_ID.first(conn, {"_id": job_id})
     return Job.from_row(row) if row else None
 
 
@@ -73,13 +90,13 @@ def jobs_for_task(conn: Connection, task_id: int) -> list[Job]:
 
 
 def live_jobs_for_task(conn: Connection, task_id: int) -> list[Job]:
-    rows = conn.execute(_LIVE_OF_TASK, {"_task": task_id})
+    rows = _LIVE_OF_TASK.rows(conn, {"_task": task_id})
     return [Job.from_row(r) for r in rows]
 
 
 def live_processes_recorded(conn: Connection, task_id: int) -> bool:
     """Whether any running job of the task has a process recorded (or may get one)."""
-    found = conn.execute(_RUNNING_OF_TASK, {"_task": task_id}).first()
+    found = _RUNNING_OF_TASK.first(conn, {"_task": task_id})
     return found is not None
 
 
@@ -202,8 +219,7 @@ def finish_job(
 
 def cancel_task_jobs(conn: Connection, task_id: int, now: float) -> int:
     """Every non-terminal job of the task → cancelled (terminal for good)."""
-    result = conn.execute(_CANCEL_OF_TASK, {"_task": task_id, "_now": now})
-    return int(result.rowcount)
+    return _CANCEL_OF_TASK.count(conn, {"_task": task_id, "_now": now})
 
 
 def expired_jobs(conn: Connection, now: float) -> list[Job]:
@@ -300,11 +316,12 @@ def acquire_lease(conn: Connection, repo: str, task_id: int, now: float, ttl: fl
 
 def release_lease(conn: Connection, task_id: int) -> int:
     """Release every lease the task holds; returns how many."""
-    return int(conn.execute(_RELEASE_LEASES, {"_task": task_id}).rowcount)
+    return _RELEASE_LEASES.count(conn, {"_task": task_id})
 
 
 def lease_of_task(conn: Connection, task_id: int) -> str | None:
-    return conn.execute(_LEASE_OF_TASK, {"_task": task_id}).scalar()
+    repo: str | None = _LEASE_OF_TASK.value(conn, {"_task": task_id})
+    return repo
 
 
 def lease_holder(conn: Connection, repo: str) -> int | None:

@@ -7,41 +7,46 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, literal, select, update
 
 from state.models import OPEN_STOP_STATUSES, StopRecord, StopStatus
 
 __all__ = ["StopStatus"]
+from state.prepared import Prepared
 from state.schema import pending_cleanups, stop_records, webhook_deliveries
 from state.store import insert_ignore, insert_ignore_returning
 
 # Statements built once, values bound at execution (see `state.store.per_dialect`).
-_OPEN_STOP = select(stop_records).where(
-    stop_records.c.task_id == bindparam("_task"),
-    stop_records.c.status.in_(OPEN_STOP_STATUSES),
+_OPEN_STOP = Prepared(
+    select(stop_records).where(
+        stop_records.c.task_id == bindparam("_task"),
+        # Bound one by one, not as an expanding list: the driver can run it as it is.
+        stop_records.c.status.in_([literal(s) for s in OPEN_STOP_STATUSES]),
+    )
 )
-_INSERT_STOP = insert_ignore_returning(stop_records)
-_STOP_BY_ID = select(stop_records).where(stop_records.c.id == bindparam("_id"))
-_LOCKED_STOP = {
-    "sqlite": _STOP_BY_ID,
-    "postgresql": _STOP_BY_ID.with_for_update(),
-}
-_STOPS_OF_TASK = (
+_INSERT_STOP = Prepared(insert_ignore_returning(stop_records))
+_BY_ID = select(stop_records).where(stop_records.c.id == bindparam("_id"))
+_STOP_BY_ID = Prepared(_BY_ID)
+_LOCKED_STOP = Prepared({"sqlite": _BY_ID, "postgresql": _BY_ID.with_for_update()})
+_STOPS_OF_TASK = Prepared(
     select(stop_records)
     .where(stop_records.c.task_id == bindparam("_task"))
     .order_by(stop_records.c.requested_at)
 )
-_UPDATE_STOP = update(stop_records).where(stop_records.c.id == bindparam("_id"))
-_UPDATE_STOP_EXPECTING = _UPDATE_STOP.where(stop_records.c.status == bindparam("_expect"))
-_RECORD_DELIVERY = insert_ignore_returning(webhook_deliveries, webhook_deliveries.c.id)
-_SETTLE_DELIVERY = update(webhook_deliveries).where(webhook_deliveries.c.id == bindparam("_row"))
+_UPDATE = update(stop_records).where(stop_records.c.id == bindparam("_id"))
+_UPDATE_STOP = Prepared(_UPDATE)
+_UPDATE_STOP_EXPECTING = Prepared(_UPDATE.where(stop_records.c.status == bindparam("_expect")))
+_RECORD_DELIVERY = Prepared(insert_ignore_returning(webhook_deliveries, webhook_deliveries.c.id))
+_SETTLE_DELIVERY = Prepared(
+    update(webhook_deliveries).where(webhook_deliveries.c.id == bindparam("_row"))
+)
 
 # -- stop records -----------------------------------------------------------------------
 
 
 def open_stop(conn: Connection, task_id: int) -> StopRecord | None:
     """The task's open (or deferred) stop, if any: there is at most one."""
-    row = conn.execute(_OPEN_STOP, {"_task": task_id}).first()
+    row = _OPEN_STOP.first(conn, {"_task": task_id})
     return StopRecord.from_row(row) if row else None
 
 
@@ -75,7 +80,7 @@ def insert_stop(
         outcome=outcome,
         closed_at=now if status not in (StopStatus.OPEN, StopStatus.DEFERRED) else None,
     )
-    row = conn.execute(_INSERT_STOP[conn.dialect.name], values).first()
+    row = _INSERT_STOP.first(conn, values)
     if row is not None:
         return StopRecord.from_row(row), True
     existing = open_stop(conn, task_id)
@@ -85,12 +90,12 @@ def insert_stop(
 
 
 def get_stop(conn: Connection, stop_id: str) -> StopRecord | None:
-    row = conn.execute(_STOP_BY_ID, {"_id": stop_id}).first()
+    row = _STOP_BY_ID.first(conn, {"_id": stop_id})
     return StopRecord.from_row(row) if row else None
 
 
 def stops_for_task(conn: Connection, task_id: int) -> list[StopRecord]:
-    rows = conn.execute(_STOPS_OF_TASK, {"_task": task_id})
+    rows = _STOPS_OF_TASK.rows(conn, {"_task": task_id})
     return [StopRecord.from_row(r) for r in rows]
 
 
@@ -110,13 +115,13 @@ def update_stop(
     if "status" in changes and isinstance(changes["status"], StopStatus):
         changes["status"] = changes["status"].value
     if expect is None:
-        return conn.execute(_UPDATE_STOP, {"_id": stop_id, **changes}).rowcount == 1
+        return _UPDATE_STOP.count(conn, {"_id": stop_id, **changes}) == 1
     params = {"_id": stop_id, "_expect": expect.value, **changes}
-    return conn.execute(_UPDATE_STOP_EXPECTING, params).rowcount == 1
+    return _UPDATE_STOP_EXPECTING.count(conn, params) == 1
 
 
 def _locked_stop(conn: Connection, stop_id: str) -> StopRecord | None:
-    row = conn.execute(_LOCKED_STOP[conn.dialect.name], {"_id": stop_id}).first()
+    row = _LOCKED_STOP.first(conn, {"_id": stop_id})
     return StopRecord.from_row(row) if row else None
 
 
@@ -130,7 +135,7 @@ def amend_step(conn: Connection, stop_id: str, step: str, changes: dict[str, Any
         return False
     steps[step] = {**steps[step], **changes}
     encoded = json.dumps(steps, sort_keys=True, default=str)
-    conn.execute(_UPDATE_STOP, {"_id": stop_id, "steps": encoded})
+    _UPDATE_STOP.count(conn, {"_id": stop_id, "steps": encoded})
     return True
 
 
@@ -176,7 +181,7 @@ def mark_steps(
     closing: dict[str, Any] = {}
     if close_at is not None:
         closing = {"status": StopStatus.DONE.value, "closed_at": close_at}
-    conn.execute(_UPDATE_STOP, {"_id": stop_id, "steps": encoded, **closing})
+    _UPDATE_STOP.count(conn, {"_id": stop_id, "steps": encoded, **closing})
     if close_at is not None:
         return replace(current, steps=encoded, status=StopStatus.DONE, closed_at=close_at)
     return replace(current, steps=encoded)
@@ -255,22 +260,22 @@ def record_delivery(
     conn: Connection, tracker: str, dedup_key: str, delivery_id: str | None, now: float
 ) -> int | None:
     """Remember a delivery by its content key; None if it was seen before (a duplicate)."""
-    row = conn.execute(
-        _RECORD_DELIVERY[conn.dialect.name],
+    row = _RECORD_DELIVERY.first(
+        conn,
         {
             "tracker": tracker,
             "dedup_key": dedup_key,
             "delivery_id": delivery_id,
             "received_at": now,
         },
-    ).first()
-    return int(row[0]) if row else None
+    )
+    return int(row["id"]) if row else None
 
 
 def settle_delivery(
     conn: Connection, delivery_row: int, outcome: str, reason: str | None, task_id: int | None
 ) -> None:
-    conn.execute(
-        _SETTLE_DELIVERY,
+    _SETTLE_DELIVERY.count(
+        conn,
         {"_row": delivery_row, "outcome": outcome, "reason": reason, "task_id": task_id},
     )

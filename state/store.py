@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from state.errors import StaleVersionError, StoreError
 from state.models import NewTask, Stage, Task
+from state.prepared import Prepared
 from state.schema import audit_events, tasks
 from state.writer import GroupWriter
 
@@ -163,7 +164,7 @@ class DuplicateTaskError(StoreError):
     """A live task already exists for this (tracker, issue_id)."""
 
 
-_INSERT_TASK = insert_ignore_returning(tasks)
+_INSERT_TASK = Prepared(insert_ignore_returning(tasks))
 
 
 def insert_task(conn: Connection, new: NewTask, now: float) -> Task:
@@ -185,32 +186,34 @@ def insert_task(conn: Connection, new: NewTask, now: float) -> Task:
         updated_at=now,
         **new.extra,
     )
-    row = conn.execute(_INSERT_TASK[conn.dialect.name], values).first()
+    row = _INSERT_TASK.first(conn, values)
     if row is None:
         raise DuplicateTaskError(f"a live task exists for {new.tracker}:{new.issue_id}")
     return Task.from_row(row)
 
 
-_BY_ID = select(tasks).where(tasks.c.id == bindparam("_id"))
+_BY_ID = Prepared(select(tasks).where(tasks.c.id == bindparam("_id")))
 
 
 def get_task(conn: Connection, task_id: int) -> Task | None:
-    row = conn.execute(_BY_ID, {"_id": task_id}).first()
+    row = _BY_ID.first(conn, {"_id": task_id})
     return Task.from_row(row) if row else None
 
 
-_BY_ISSUE = select(tasks).where(
-    tasks.c.tracker == bindparam("_tracker"), tasks.c.issue_id == bindparam("_issue")
+_BY_ISSUE = Prepared(
+    select(tasks).where(
+        tasks.c.tracker == bindparam("_tracker"), tasks.c.issue_id == bindparam("_issue")
+    )
 )
 
 
 def live_task_for_issue(conn: Connection, tracker: str, issue_id: str) -> Task | None:
     """The ticket's task under its untombstoned key, if any (terminal `done` included)."""
-    row = conn.execute(_BY_ISSUE, {"_tracker": tracker, "_issue": issue_id}).first()
+    row = _BY_ISSUE.first(conn, {"_tracker": tracker, "_issue": issue_id})
     return Task.from_row(row) if row else None
 
 
-_LATEST_BY_ISSUE = (
+_LATEST_BY_ISSUE = Prepared(
     select(tasks)
     .where(
         tasks.c.tracker == bindparam("_tracker"),
@@ -228,7 +231,7 @@ def latest_task_for_issue(conn: Connection, tracker: str, issue_id: str) -> Task
     """The newest task of a ticket, tombstoned ones included."""
     pattern = _like_literal(issue_id) + "#cancelled-%"
     params = {"_tracker": tracker, "_issue": issue_id, "_pattern": pattern}
-    row = conn.execute(_LATEST_BY_ISSUE, params).first()
+    row = _LATEST_BY_ISSUE.first(conn, params)
     return Task.from_row(row) if row else None
 
 
@@ -306,7 +309,7 @@ def tasks_matching(conn: Connection, ref: str, tracker: str | None = None) -> li
     return [best[name] for name in sorted(best)]
 
 
-_CAS = (
+_CAS = Prepared(
     update(tasks)
     .where(tasks.c.id == bindparam("_id"), tasks.c.version == bindparam("_seen"))
     .returning(tasks)
@@ -319,7 +322,7 @@ def update_task(conn: Connection, task: Task, now: float, **changes: Any) -> Tas
     values.update(version=task.version + 1, updated_at=now, _id=task.id, _seen=task.version)
     # Parameters at execution, not in .values(): the statement's compiled form is cached
     # per set of columns, which matters on the webhook path.
-    row = conn.execute(_CAS, values).first()
+    row = _CAS.first(conn, values)
     if row is None:
         raise StaleVersionError(f"task {task.id} changed since version {task.version}")
     return Task.from_row(row)
@@ -356,7 +359,7 @@ def original_key(value: str) -> str:
 # -- audit ------------------------------------------------------------------------------
 
 
-_ADD_EVENT = audit_events.insert()
+_ADD_EVENT = Prepared(audit_events.insert())
 
 
 def add_event(
@@ -370,8 +373,8 @@ def add_event(
     **detail: Any,
 ) -> None:
     """Append one audit event to the task's trail."""
-    conn.execute(
-        _ADD_EVENT,
+    _ADD_EVENT.count(
+        conn,
         {
             "task_id": task_id,
             "kind": kind,
