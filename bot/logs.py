@@ -36,6 +36,7 @@ CONTEXT_FIELDS = (
     "error",
 )
 REDACTED = "[redacted]"
+_SCRUBBED = "_conveyor_fields"  # on a record: its context fields once redacted (in order)
 _AS_VALUE = r"(?<![A-Za-z0-9]){}(?![A-Za-z0-9])"
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -69,14 +70,24 @@ class TextFormatter(logging.Formatter):
     inside its own quotes). A traceback follows on its own indented lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        escaped = logging.makeLogRecord(vars(record))
-        escaped.msg, escaped.args = one_line(record.getMessage()), None
-        line = super().format(escaped)
-        extra = " ".join(f"{k}={text_value(v)}" for k, v in context(record).items())
-        if not extra:
-            return line
-        first, sep, trace = line.partition("\n")  # a traceback: after the fields
-        return f"{first} {extra}{sep}{trace}"
+        # What logging.Formatter.format does, with the message escaped onto one line and
+        # the fields after it, a traceback below; without copying the record (a second
+        # LogRecord per line was a third of the line's cost: one line per delivery).
+        record.message = one_line(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        fields = getattr(record, _SCRUBBED, None) or list(context(record).items())
+        extra = " ".join(f"{k}={text_value(v)}" for k, v in fields)
+        if extra:
+            line = f"{line} {extra}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
 
 
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:/@+-]{1,200}")
@@ -137,8 +148,10 @@ class RedactSecrets(logging.Filter):
         if not self.secrets:
             return True
         record.msg, record.args = self.redact(record.getMessage()), None
-        for key, value in context(record).items():
-            setattr(record, key, self.scrub(value))
+        scrubbed = [(key, self.scrub(value)) for key, value in context(record).items()]
+        for key, value in scrubbed:
+            setattr(record, key, value)
+        setattr(record, _SCRUBBED, scrubbed)  # the formatter's fields, as they now stand
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

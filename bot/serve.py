@@ -10,6 +10,7 @@ then does uvicorn run the lifespan (workers, scheduler) on the socket already he
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -45,6 +46,16 @@ class _Ending(uvicorn.Server):
 class _Server(_Ending):
     """uvicorn re-raises the caught signal after shutdown (exit status -15/130); a clean
     shutdown on request is a success for conveyor, so only ask uvicorn to exit."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        # What exists once the app has started (modules, the app, its services) lives as
+        # long as the process: kept out of the collector's full passes, which otherwise
+        # walk all of it and held the GIL for up to ~85 ms in the middle of the webhook
+        # load (bench/webhook_intake.py), every request waiting behind them. Only here,
+        # in the process `conveyor serve` owns; never in tests or `serving_in_thread`.
+        gc.collect()
+        gc.freeze()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

@@ -5,14 +5,49 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from state.models import Job as Job
 from state.models import JobStatus, ServerIdentity, StopStatus
+from state.prepared import Prepared
 from state.schema import jobs, merge_leases, stop_records, tasks
 from state.store import insert_ignore
 
 _LIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+# Statements built once, values bound at execution (see `state.store.per_dialect`).
+# The live statuses bound one by one, not as an expanding list: the driver runs it as is.
+_IS_LIVE = jobs.c.status.in_([literal(s) for s in _LIVE])
+_ENQUEUE = Prepared(jobs.insert().returning(jobs))
+_JOB_BY_ID = Prepared(select(jobs).where(jobs.c.id == bindparam("_id")))
+_OF_TASK = Prepared(select(jobs).where(jobs.c.task_id == bindparam("_task")).order_by(jobs.c.id))
+_LIVE_OF_TASK = Prepared(
+    select(jobs).where(jobs.c.task_id == bindparam("_task"), _IS_LIVE).order_by(jobs.c.id)
+)
+_CANCEL_OF_TASK = Prepared(
+    update(jobs)
+    .where(jobs.c.task_id == bindparam("_task"), _IS_LIVE)
+    .values(
+        status=JobStatus.CANCELLED.value,
+        finished_at=bindparam("_now"),
+        lease_expires_at=None,
+    )
+)
+_RELEASE_LEASES = Prepared(delete(merge_leases).where(merge_leases.c.task_id == bindparam("_task")))
+_LEASE_OF_TASK = Prepared(
+    select(merge_leases.c.repo).where(merge_leases.c.task_id == bindparam("_task"))
+)
 
 
 def enqueue_job(
@@ -25,8 +60,8 @@ def enqueue_job(
     run_after: float | None = None,
 ) -> Job:
     """Queue a job for a task's stage."""
-    row = conn.execute(
-        jobs.insert().returning(jobs),
+    row = _ENQUEUE.first(
+        conn,
         {
             "task_id": task_id,
             "stage": stage,
@@ -35,24 +70,22 @@ def enqueue_job(
             "run_after": now if run_after is None else run_after,
             "created_at": now,
         },
-    ).one()
+    )
+    assert row is not None  # a plain INSERT … RETURNING returns its row
     return Job.from_row(row)
 
 
 def get_job(conn: Connection, job_id: int) -> Job | None:
-    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+    row = _JOB_BY_ID.first(conn, {"_id": job_id})
     return Job.from_row(row) if row else None
 
 
 def jobs_for_task(conn: Connection, task_id: int) -> list[Job]:
-    rows = conn.execute(select(jobs).where(jobs.c.task_id == task_id).order_by(jobs.c.id))
-    return [Job.from_row(r) for r in rows]
+    return [Job.from_row(r) for r in _OF_TASK.rows(conn, {"_task": task_id})]
 
 
 def live_jobs_for_task(conn: Connection, task_id: int) -> list[Job]:
-    rows = conn.execute(
-        select(jobs).where(jobs.c.task_id == task_id, jobs.c.status.in_(_LIVE)).order_by(jobs.c.id)
-    )
+    rows = _LIVE_OF_TASK.rows(conn, {"_task": task_id})
     return [Job.from_row(r) for r in rows]
 
 
@@ -175,12 +208,7 @@ def finish_job(
 
 def cancel_task_jobs(conn: Connection, task_id: int, now: float) -> int:
     """Every non-terminal job of the task → cancelled (terminal for good)."""
-    result = conn.execute(
-        update(jobs)
-        .where(jobs.c.task_id == task_id, jobs.c.status.in_(_LIVE))
-        .values(status=JobStatus.CANCELLED.value, finished_at=now, lease_expires_at=None)
-    )
-    return int(result.rowcount)
+    return _CANCEL_OF_TASK.count(conn, {"_task": task_id, "_now": now})
 
 
 def expired_jobs(conn: Connection, now: float) -> list[Job]:
@@ -277,13 +305,12 @@ def acquire_lease(conn: Connection, repo: str, task_id: int, now: float, ttl: fl
 
 def release_lease(conn: Connection, task_id: int) -> int:
     """Release every lease the task holds; returns how many."""
-    return int(conn.execute(delete(merge_leases).where(merge_leases.c.task_id == task_id)).rowcount)
+    return _RELEASE_LEASES.count(conn, {"_task": task_id})
 
 
 def lease_of_task(conn: Connection, task_id: int) -> str | None:
-    return conn.execute(
-        select(merge_leases.c.repo).where(merge_leases.c.task_id == task_id)
-    ).scalar()
+    repo: str | None = _LEASE_OF_TASK.value(conn, {"_task": task_id})
+    return repo
 
 
 def lease_holder(conn: Connection, repo: str) -> int | None:

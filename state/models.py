@@ -84,7 +84,13 @@ def parse_stage(value: str) -> Stage:
 
 def _from_row(cls: Any, row: Any) -> Any:
     mapping = row._mapping if hasattr(row, "_mapping") else row
-    return cls(**{f.name: mapping[f.name] for f in fields(cls) if f.name in mapping})
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return cls(**{name: mapping[name] for name in names if name in mapping})
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # a record's field names, by class
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,46 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, literal, select, update
 
 from state.models import OPEN_STOP_STATUSES, StopRecord, StopStatus
 
 __all__ = ["StopStatus"]
+from state.prepared import Prepared
 from state.schema import pending_cleanups, stop_records, webhook_deliveries
-from state.store import insert_ignore
+from state.store import insert_ignore, insert_ignore_returning
+
+# Statements built once, values bound at execution (see `state.store.per_dialect`).
+_OPEN_STOP = Prepared(
+    select(stop_records).where(
+        stop_records.c.task_id == bindparam("_task"),
+        # Bound one by one, not as an expanding list: the driver can run it as it is.
+        stop_records.c.status.in_([literal(s) for s in OPEN_STOP_STATUSES]),
+    )
+)
+_INSERT_STOP = Prepared(insert_ignore_returning(stop_records))
+_BY_ID = select(stop_records).where(stop_records.c.id == bindparam("_id"))
+_STOP_BY_ID = Prepared(_BY_ID)
+_LOCKED_STOP = Prepared({"sqlite": _BY_ID, "postgresql": _BY_ID.with_for_update()})
+_STOPS_OF_TASK = Prepared(
+    select(stop_records)
+    .where(stop_records.c.task_id == bindparam("_task"))
+    .order_by(stop_records.c.requested_at)
+)
+_UPDATE = update(stop_records).where(stop_records.c.id == bindparam("_id"))
+_UPDATE_STOP = Prepared(_UPDATE)
+_UPDATE_STOP_EXPECTING = Prepared(_UPDATE.where(stop_records.c.status == bindparam("_expect")))
+_RECORD_DELIVERY = Prepared(insert_ignore_returning(webhook_deliveries, webhook_deliveries.c.id))
+_SETTLE_DELIVERY = Prepared(
+    update(webhook_deliveries).where(webhook_deliveries.c.id == bindparam("_row"))
+)
 
 # -- stop records -----------------------------------------------------------------------
 
 
 def open_stop(conn: Connection, task_id: int) -> StopRecord | None:
     """The task's open (or deferred) stop, if any: there is at most one."""
-    row = conn.execute(
-        select(stop_records).where(
-            stop_records.c.task_id == task_id, stop_records.c.status.in_(OPEN_STOP_STATUSES)
-        )
-    ).first()
+    row = _OPEN_STOP.first(conn, {"_task": task_id})
     return StopRecord.from_row(row) if row else None
 
 
@@ -58,9 +80,7 @@ def insert_stop(
         outcome=outcome,
         closed_at=now if status not in (StopStatus.OPEN, StopStatus.DEFERRED) else None,
     )
-    row = conn.execute(
-        insert_ignore(conn, stop_records).values(**values).returning(stop_records)
-    ).first()
+    row = _INSERT_STOP.first(conn, values)
     if row is not None:
         return StopRecord.from_row(row), True
     existing = open_stop(conn, task_id)
@@ -70,16 +90,12 @@ def insert_stop(
 
 
 def get_stop(conn: Connection, stop_id: str) -> StopRecord | None:
-    row = conn.execute(select(stop_records).where(stop_records.c.id == stop_id)).first()
+    row = _STOP_BY_ID.first(conn, {"_id": stop_id})
     return StopRecord.from_row(row) if row else None
 
 
 def stops_for_task(conn: Connection, task_id: int) -> list[StopRecord]:
-    rows = conn.execute(
-        select(stop_records)
-        .where(stop_records.c.task_id == task_id)
-        .order_by(stop_records.c.requested_at)
-    )
+    rows = _STOPS_OF_TASK.rows(conn, {"_task": task_id})
     return [StopRecord.from_row(r) for r in rows]
 
 
@@ -96,19 +112,16 @@ def update_stop(
     conn: Connection, stop_id: str, *, expect: StopStatus | None = None, **changes: Any
 ) -> bool:
     """Change a stop record; with `expect`, only if it still has that status."""
-    query = update(stop_records).where(stop_records.c.id == stop_id)
-    if expect is not None:
-        query = query.where(stop_records.c.status == expect.value)
     if "status" in changes and isinstance(changes["status"], StopStatus):
         changes["status"] = changes["status"].value
-    return conn.execute(query.values(**changes)).rowcount == 1
+    if expect is None:
+        return _UPDATE_STOP.count(conn, {"_id": stop_id, **changes}) == 1
+    params = {"_id": stop_id, "_expect": expect.value, **changes}
+    return _UPDATE_STOP_EXPECTING.count(conn, params) == 1
 
 
 def _locked_stop(conn: Connection, stop_id: str) -> StopRecord | None:
-    query = select(stop_records).where(stop_records.c.id == stop_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    row = _LOCKED_STOP.first(conn, {"_id": stop_id})
     return StopRecord.from_row(row) if row else None
 
 
@@ -122,7 +135,7 @@ def amend_step(conn: Connection, stop_id: str, step: str, changes: dict[str, Any
         return False
     steps[step] = {**steps[step], **changes}
     encoded = json.dumps(steps, sort_keys=True, default=str)
-    conn.execute(update(stop_records).where(stop_records.c.id == stop_id).values(steps=encoded))
+    _UPDATE_STOP.count(conn, {"_id": stop_id, "steps": encoded})
     return True
 
 
@@ -153,11 +166,14 @@ def mark_steps(
     *,
     close_at: float | None = None,
     at: float | None = None,
+    read: StopRecord | None = None,
 ) -> StopRecord | None:
-    """`mark_step` for several steps finished together (in their order), in one write."""
+    """`mark_step` for several steps finished together (in their order), in one write.
+    `read`: the record as this transaction already read it, when no host step can amend
+    it meanwhile (a reset that handed nothing to another server)."""
     # The row is locked while its steps are rewritten: the owner of a host step may
     # amend a step while the runner records the next one.
-    current = _locked_stop(conn, stop_id)
+    current = read if read is not None and read.id == stop_id else _locked_stop(conn, stop_id)
     if current is None:
         return None
     steps = stop_steps(current)
@@ -168,9 +184,7 @@ def mark_steps(
     closing: dict[str, Any] = {}
     if close_at is not None:
         closing = {"status": StopStatus.DONE.value, "closed_at": close_at}
-    conn.execute(
-        update(stop_records).where(stop_records.c.id == stop_id).values(steps=encoded, **closing)
-    )
+    _UPDATE_STOP.count(conn, {"_id": stop_id, "steps": encoded, **closing})
     if close_at is not None:
         return replace(current, steps=encoded, status=StopStatus.DONE, closed_at=close_at)
     return replace(current, steps=encoded)
@@ -249,22 +263,22 @@ def record_delivery(
     conn: Connection, tracker: str, dedup_key: str, delivery_id: str | None, now: float
 ) -> int | None:
     """Remember a delivery by its content key; None if it was seen before (a duplicate)."""
-    row = conn.execute(
-        insert_ignore(conn, webhook_deliveries).returning(webhook_deliveries.c.id),
+    row = _RECORD_DELIVERY.first(
+        conn,
         {
             "tracker": tracker,
             "dedup_key": dedup_key,
             "delivery_id": delivery_id,
             "received_at": now,
         },
-    ).first()
-    return int(row[0]) if row else None
+    )
+    return int(row["id"]) if row else None
 
 
 def settle_delivery(
     conn: Connection, delivery_row: int, outcome: str, reason: str | None, task_id: int | None
 ) -> None:
-    conn.execute(
-        update(webhook_deliveries).where(webhook_deliveries.c.id == bindparam("_row")),
+    _SETTLE_DELIVERY.count(
+        conn,
         {"_row": delivery_row, "outcome": outcome, "reason": reason, "task_id": task_id},
     )

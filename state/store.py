@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from state.errors import StaleVersionError, StoreError
 from state.models import NewTask, Stage, Task
+from state.prepared import Prepared
 from state.schema import audit_events, tasks
 from state.writer import GroupWriter
 
@@ -101,7 +102,8 @@ class Store:
         """`fn(conn, *args, **kwargs)` in a write transaction, off the event loop."""
         if self._writer is None:
             return await anyio.to_thread.run_sync(partial(self.write, fn, *args, **kwargs))
-        return await asyncio.wrap_future(self._writer.submit(fn, *args, **kwargs))
+        value: T = await self._writer.submit_async(fn, *args, **kwargs)
+        return value
 
     async def run_until_current(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`run`, again while a compare-and-set loses: `fn` re-reads and re-decides."""
@@ -138,11 +140,31 @@ def insert_ignore(conn: Connection, table: Any) -> Insert:
     return dialect.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
 
 
+def per_dialect(build: Callable[[Any], T]) -> dict[str, T]:
+    """A statement built once for each database (`build` gets the dialect's module),
+    looked up by `conn.dialect.name` when it runs.
+
+    Hot statements are built once, at import, with their values bound at execution:
+    building a Core statement and its cache key on every call cost several times what
+    executing the cached compiled form does (a `select(tasks)` ~150 µs against ~25 µs).
+    """
+    return {"sqlite": build(sqlite), "postgresql": build(postgresql)}
+
+
+def insert_ignore_returning(table: Any, *returning: Any) -> dict[str, Insert]:
+    """`insert_ignore(…).returning(…)` built once per dialect (see `per_dialect`)."""
+    cols = returning or (table,)
+    return per_dialect(lambda d: d.insert(table).on_conflict_do_nothing().returning(*cols))
+
+
 # -- tasks -----------------------------------------------------------------------------
 
 
 class DuplicateTaskError(StoreError):
     """A live task already exists for this (tracker, issue_id)."""
+
+
+_INSERT_TASK = Prepared(insert_ignore_returning(tasks))
 
 
 def insert_task(conn: Connection, new: NewTask, now: float) -> Task:
@@ -164,40 +186,52 @@ def insert_task(conn: Connection, new: NewTask, now: float) -> Task:
         updated_at=now,
         **new.extra,
     )
-    row = conn.execute(insert_ignore(conn, tasks).returning(tasks), values).first()
+    row = _INSERT_TASK.first(conn, values)
     if row is None:
         raise DuplicateTaskError(f"a live task exists for {new.tracker}:{new.issue_id}")
     return Task.from_row(row)
 
 
+_BY_ID = Prepared(select(tasks).where(tasks.c.id == bindparam("_id")))
+
+
 def get_task(conn: Connection, task_id: int) -> Task | None:
-    row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
+    row = _BY_ID.first(conn, {"_id": task_id})
     return Task.from_row(row) if row else None
 
 
-_BY_ISSUE = select(tasks).where(
-    tasks.c.tracker == bindparam("_tracker"), tasks.c.issue_id == bindparam("_issue")
+_BY_ISSUE = Prepared(
+    select(tasks).where(
+        tasks.c.tracker == bindparam("_tracker"), tasks.c.issue_id == bindparam("_issue")
+    )
 )
 
 
 def live_task_for_issue(conn: Connection, tracker: str, issue_id: str) -> Task | None:
     """The ticket's task under its untombstoned key, if any (terminal `done` included)."""
-    row = conn.execute(_BY_ISSUE, {"_tracker": tracker, "_issue": issue_id}).first()
+    row = _BY_ISSUE.first(conn, {"_tracker": tracker, "_issue": issue_id})
     return Task.from_row(row) if row else None
+
+
+_LATEST_BY_ISSUE = Prepared(
+    select(tasks)
+    .where(
+        tasks.c.tracker == bindparam("_tracker"),
+        or_(
+            tasks.c.issue_id == bindparam("_issue"),
+            tasks.c.issue_id.like(bindparam("_pattern"), escape="\\"),
+        ),
+    )
+    .order_by(tasks.c.id.desc())
+    .limit(1)
+)
 
 
 def latest_task_for_issue(conn: Connection, tracker: str, issue_id: str) -> Task | None:
     """The newest task of a ticket, tombstoned ones included."""
     pattern = _like_literal(issue_id) + "#cancelled-%"
-    row = conn.execute(
-        select(tasks)
-        .where(
-            tasks.c.tracker == tracker,
-            or_(tasks.c.issue_id == issue_id, tasks.c.issue_id.like(pattern, escape="\\")),
-        )
-        .order_by(tasks.c.id.desc())
-        .limit(1)
-    ).first()
+    params = {"_tracker": tracker, "_issue": issue_id, "_pattern": pattern}
+    row = _LATEST_BY_ISSUE.first(conn, params)
     return Task.from_row(row) if row else None
 
 
@@ -275,7 +309,11 @@ def tasks_matching(conn: Connection, ref: str, tracker: str | None = None) -> li
     return [best[name] for name in sorted(best)]
 
 
-_CAS = update(tasks).where(tasks.c.id == bindparam("_id"), tasks.c.version == bindparam("_seen"))
+_CAS = Prepared(
+    update(tasks)
+    .where(tasks.c.id == bindparam("_id"), tasks.c.version == bindparam("_seen"))
+    .returning(tasks)
+)
 
 
 def update_task(conn: Connection, task: Task, now: float, **changes: Any) -> Task:
@@ -284,7 +322,7 @@ def update_task(conn: Connection, task: Task, now: float, **changes: Any) -> Tas
     values.update(version=task.version + 1, updated_at=now, _id=task.id, _seen=task.version)
     # Parameters at execution, not in .values(): the statement's compiled form is cached
     # per set of columns, which matters on the webhook path.
-    row = conn.execute(_CAS.returning(tasks), values).first()
+    row = _CAS.first(conn, values)
     if row is None:
         raise StaleVersionError(f"task {task.id} changed since version {task.version}")
     return Task.from_row(row)
@@ -321,6 +359,9 @@ def original_key(value: str) -> str:
 # -- audit ------------------------------------------------------------------------------
 
 
+_ADD_EVENT = Prepared(audit_events.insert())
+
+
 def add_event(
     conn: Connection,
     task_id: int | None,
@@ -332,8 +373,8 @@ def add_event(
     **detail: Any,
 ) -> None:
     """Append one audit event to the task's trail."""
-    conn.execute(
-        audit_events.insert(),
+    _ADD_EVENT.count(
+        conn,
         {
             "task_id": task_id,
             "kind": kind,

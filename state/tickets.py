@@ -7,9 +7,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from state.prepared import Prepared
 from state.schema import reconcile_watermarks, tickets_seen
 
 
@@ -26,15 +27,18 @@ class SeenTicket:
     updated_at: float | None = None
 
 
+_LAST_SEEN = Prepared(
+    select(tickets_seen).where(
+        tickets_seen.c.tracker == bindparam("_tracker"),
+        tickets_seen.c.issue_id == bindparam("_issue"),
+    )
+)
+
+
 def last_seen(conn: Connection, tracker: str, issue_id: str) -> SeenTicket | None:
-    row = conn.execute(
-        select(tickets_seen).where(
-            tickets_seen.c.tracker == tracker, tickets_seen.c.issue_id == issue_id
-        )
-    ).first()
-    if row is None:
+    m = _LAST_SEEN.first(conn, {"_tracker": tracker, "_issue": issue_id})
+    if m is None:
         return None
-    m = row._mapping
     return SeenTicket(
         tracker=m["tracker"],
         issue_id=m["issue_id"],
@@ -61,7 +65,7 @@ def remember(conn: Connection, seen: SeenTicket) -> None:
         "seen_at": seen.seen_at,
         "updated_at": seen.updated_at,
     }
-    conn.execute(_REMEMBER[conn.dialect.name == "postgresql"], values)
+    _REMEMBER.count(conn, values)
 
 
 def _upsert_seen(dialect: Any) -> Any:
@@ -75,7 +79,7 @@ def _upsert_seen(dialect: Any) -> Any:
     )
 
 
-_REMEMBER = {False: _upsert_seen(sqlite), True: _upsert_seen(postgresql)}
+_REMEMBER = Prepared({"sqlite": _upsert_seen(sqlite), "postgresql": _upsert_seen(postgresql)})
 
 
 def watermark(conn: Connection, tracker: str, project: str) -> float | None:

@@ -23,9 +23,12 @@ those tickets' changes again, STOPs and starts alike.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
@@ -34,6 +37,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from state.savepoints import savepoint
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ class _Write:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     future: Future[Any] = field(default_factory=Future)
+    # Set by `submit_async`: the event loop's future, settled from `future`.
+    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = None
 
 
 class _GroupBroken(Exception):
@@ -76,11 +83,28 @@ class GroupWriter:
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue `fn(conn, *args, **kwargs)`; the future resolves once it is committed."""
         write = _Write(fn, args, kwargs)
+        self._put(write)
+        return write.future
+
+    def submit_async(
+        self, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> asyncio.Future[Any]:
+        """`submit` from a running event loop, answered on it: the writes of a group that
+        came from one loop are settled there in one call once their COMMIT has returned
+        (one wake-up of the loop per group, not one per write). Cancelling the returned
+        future before the write has started drops the write, as for `submit`."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        write = _Write(fn, args, kwargs, waiter=(loop, waiter))
+        waiter.add_done_callback(lambda w: write.future.cancel() if w.cancelled() else None)
+        self._put(write)
+        return waiter
+
+    def _put(self, write: _Write) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the store's writer is shut down")
             self._queue.put(write)
-        return write.future
 
     def shutdown(self) -> None:
         """Finish what is queued, then stop the thread."""
@@ -110,6 +134,7 @@ class GroupWriter:
                 self._alone(live[0])
             elif live:
                 self._together(live)
+            _wake(live)
             if last:
                 return
 
@@ -143,11 +168,36 @@ class GroupWriter:
                 write.future.set_result(value)
 
 
+def _wake(group: list[_Write]) -> None:
+    """Hand each settled write of the group to its event loop: one call per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Write]] = defaultdict(list)
+    for write in group:
+        if write.waiter is not None:
+            by_loop[write.waiter[0]].append(write)
+    for loop, writes in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, writes)
+
+
+def _settle(writes: list[_Write]) -> None:
+    """On the loop: copy each write's outcome to the future its caller awaits."""
+    for write in writes:
+        assert write.waiter is not None
+        waiter = write.waiter[1]
+        if waiter.done():  # cancelled by its caller meanwhile
+            continue
+        error = write.future.exception()
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(write.future.result())
+
+
 def _in_savepoint(conn: Connection, write: _Write) -> tuple[Any, BaseException | None]:
     """`write` in a savepoint of the group's transaction: its value, or its error with
     its own writes rolled back; a database error breaks the group (`_GroupBroken`)."""
     try:
-        with conn.begin_nested():
+        with savepoint(conn):
             return write.fn(conn, *write.args, **write.kwargs), None
     except IntegrityError as exc:  # one statement refused; the transaction goes on
         return None, exc

@@ -144,7 +144,7 @@ def _route_tx(
     previously = tickets.last_seen(conn, event.tracker, event.ticket.ref.issue_id)
     change = _with_label_diff(conn, tracker, change_of(event, repo), previously)
     change = dataclasses.replace(change, previously=previously)
-    remember_ticket(conn, change.ticket, now)
+    remember_ticket(conn, change.ticket, now, previously)
     decided = decide_status(conn, svc, change, now)
     answer = decided.answer
     settle_delivery(conn, row, answer.outcome, answer.reason, answer.task_id)
@@ -156,7 +156,16 @@ async def remember_ignored(svc: Services, event: TrackerEvent) -> None:
     that means nothing): keep them, so the next full label list is diffed right."""
     if event.ticket is None or not (event.ticket.labels or event.labels_to_diff is not None):
         return
-    await svc.store.run(remember_ticket, event.ticket, svc.clock.now())
+    await svc.store.run(_remember_unread, event.ticket, svc.clock.now())
+
+
+def _remember_unread(conn: Connection, ticket: Ticket, now: float) -> None:
+    seen = None if ticket.state is not None else tickets.last_seen(conn, *_seen_key(ticket))
+    remember_ticket(conn, ticket, now, seen)
+
+
+def _seen_key(ticket: Ticket) -> tuple[str, str]:
+    return ticket.ref.tracker, ticket.ref.issue_id
 
 
 def _with_label_diff(
@@ -174,14 +183,15 @@ def _with_label_diff(
     return dataclasses.replace(change, signal=signal, state_name=label or change.state_name)
 
 
-def remember_ticket(conn: Connection, ticket: Ticket, now: float) -> None:
+def remember_ticket(
+    conn: Connection, ticket: Ticket, now: float, seen: tickets.SeenTicket | None
+) -> None:
     """Keep what was seen of the ticket: the next event or pass compares with it. A
-    snapshot without a state (a delivery about another field) keeps the state seen."""
+    snapshot without a state (a delivery about another field) keeps the state seen.
+    `seen`: what was seen of it before, as read in this transaction (None: never)."""
     updated = ticket.updated_at.timestamp() if ticket.updated_at else None
-    if ticket.state is None:
-        seen = tickets.last_seen(conn, ticket.ref.tracker, ticket.ref.issue_id)
-        if seen is not None and seen.state is not None:
-            ticket = dataclasses.replace(ticket, state=seen.state)
+    if ticket.state is None and seen is not None and seen.state is not None:
+        ticket = dataclasses.replace(ticket, state=seen.state)
     tickets.remember(
         conn,
         tickets.SeenTicket(
@@ -285,6 +295,7 @@ def _stop(
         change.correlation_id,
         now,
         server=svc.server,
+        task=task,  # read above, in this transaction
     )
     return Decided(stop_answer(result), stop=result)
 

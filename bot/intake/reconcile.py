@@ -175,7 +175,7 @@ def _decide_ticket(
 ) -> tuple[StatusChange, Decided | None, bool]:
     previously = tickets.last_seen(conn, tracker.name, ticket.ref.issue_id)
     differs = previously is not None and _differs(previously, ticket)
-    remember_ticket(conn, ticket, now)
+    remember_ticket(conn, ticket, now, previously)
     change = StatusChange(
         tracker=tracker.name,
         ticket=ticket,

@@ -19,6 +19,7 @@ from state import jobs, stops
 from state.errors import StaleVersionError
 from state.machine import Facts, Trigger, critical_window, decide
 from state.models import Job, JobStatus, ServerIdentity, StopRecord, StopStatus, Task
+from state.savepoints import savepoint
 from state.store import add_event, get_task, original_key, update_task
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def task_facts(conn: Connection, task: Task) -> Facts:
 def _facts_and_running_job(conn: Connection, task: Task) -> tuple[Facts, Job | None]:
     """`task_facts`, and the job running now (None when none is, or when unknown)."""
     try:
-        with conn.begin_nested():  # a failed read must not poison the caller's transaction
+        with savepoint(conn):  # a failed read must not poison the caller's transaction
             live = jobs.live_jobs_for_task(conn, task.id)
             holds_lease = jobs.lease_of_task(conn, task.id) is not None
     except (SQLAlchemyError, ValueError) as exc:
@@ -132,24 +133,28 @@ def decide_stop(
     now: float,
     *,
     server: ServerIdentity | None = None,
+    task: Task | None = None,
 ) -> StopResult:
     """Record the stop and decide, inside the caller's transaction. A lost compare-and-set
     rolls back to a SAVEPOINT and re-decides, so a webhook can record its delivery, its
     stop and its answer in one transaction. With `server` (the one deciding), agents
-    other servers run are handed to them in the same transaction."""
+    other servers run are handed to them in the same transaction. `task`, when given, is
+    the task as the caller read it in this transaction: the first attempt decides on it
+    instead of reading it again (a retry after a lost compare-and-set re-reads)."""
     saw_live = False
     for _ in range(CAS_ATTEMPTS):
-        savepoint = conn.begin_nested()
         try:
-            result = _decide(conn, task_id, requested_by, reason, correlation, now, saw_live)
-            # SQLite is one server: every agent is its own.
-            if server is not None and conn.dialect.name == "postgresql" and result.new:
-                _hand_over(conn, result, server)
-            savepoint.commit()
+            with savepoint(conn):
+                current = task if task is not None and task.id == task_id else None
+                result = _decide(
+                    conn, task_id, requested_by, reason, correlation, now, saw_live, current
+                )
+                # SQLite is one server: every agent is its own.
+                if server is not None and conn.dialect.name == "postgresql" and result.new:
+                    _hand_over(conn, result, server)
             return result
         except StaleVersionError:
-            savepoint.rollback()
-            saw_live = True
+            saw_live, task = True, None
     raise StaleVersionError(f"task {task_id} kept changing; stop not recorded, try again")
 
 
@@ -161,10 +166,13 @@ def _decide(
     correlation: str | None,
     now: float,
     saw_live: bool,
+    task: Task | None = None,
 ) -> StopResult:
     """Decide one stop; `saw_live`: an earlier attempt found the task live (and lost its
-    compare-and-set), so a task now terminal finished first and the stop is superseded."""
-    task = get_task(conn, task_id)
+    compare-and-set), so a task now terminal finished first and the stop is superseded.
+    `task`: the task as already read in this transaction (else it is read here)."""
+    if task is None:
+        task = get_task(conn, task_id)
     if task is None:
         raise LookupError(f"task {task_id} vanished")
     if task.terminal:

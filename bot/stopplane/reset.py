@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any, cast
 
@@ -456,7 +457,9 @@ def reset_untouched(conn: Any, stop_id: str, now: float) -> tuple[StopRecord, Ta
     trigger = Trigger.FINALIZE_CANCEL if rec.window else Trigger.STOP
     final = _cancel(conn, rec, dead, trigger, "cancelled_graceful", counts, now)
     steps["terminal"] = {"outcome": final.outcome, "effects_committed": False, **counts}
-    return stops.mark_steps(conn, stop_id, steps, at=now) or rec, final
+    # Nothing was handed to another server: nobody amends this record meanwhile.
+    read = rec if dead.terminal else replace(rec, outcome=final.outcome)  # as `_cancel` wrote
+    return stops.mark_steps(conn, stop_id, steps, at=now, read=read) or read, final
 
 
 def _observe_terminal(svc: Services, rec: StopRecord, outcome: str) -> None:

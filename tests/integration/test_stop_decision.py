@@ -606,3 +606,49 @@ def test_a_deferred_stop_of_a_vanished_task_is_left_alone(store: Store) -> None:
     ghost = replace(rec, task_id=999)
     assert ready(store, ghost) is False
     assert store.query(stops.get_stop, rec.id).status is StopStatus.DEFERRED  # type: ignore[union-attr]
+
+
+# -- the task the caller read: the webhook's STOP decides on it without reading it again --
+
+
+def test_a_stop_decided_on_the_callers_task_records_what_a_fresh_read_would(
+    store: Store,
+) -> None:
+    task = make_task(store, Stage.ANALYSIS)
+    result = store.write(
+        decide_stop, task.id, "alice", "enough", "delivery-1", NOW, server=HERE, task=task
+    )
+    assert (result.outcome, result.task_id, result.new) == ("stop_requested", task.id, True)
+    after = store.query(get_task, task.id)
+    assert after is not None and after.version == task.version + 1
+    assert after.cancel_requested_at == NOW
+    assert kinds(store, task) == ["stop_requested"]
+
+
+def test_a_stale_task_from_the_caller_loses_its_compare_and_set_and_is_read_again(
+    store: Store,
+) -> None:
+    """The caller's copy is older than the row (someone changed the task since): the
+    first attempt's compare-and-set loses, the retry reads the task and decides on it."""
+    stale = make_task(store, Stage.ANALYSIS)
+    current = store.write(update_task, stale, NOW - 50, title="renamed")
+    result = store.write(
+        decide_stop, stale.id, "alice", "enough", "delivery-1", NOW, server=HERE, task=stale
+    )
+    assert (result.outcome, result.new) == ("stop_requested", True)
+    after = store.query(get_task, stale.id)
+    assert after is not None and after.version == current.version + 1
+    assert after.title == "renamed" and after.cancel_requested_at == NOW
+    assert len(store.query(stops.stops_for_task, stale.id)) == 1
+    assert kinds(store, stale) == ["stop_requested"]
+
+
+def test_a_task_of_another_id_from_the_caller_is_not_used(store: Store) -> None:
+    other = make_task(store, Stage.ANALYSIS, key="APP-2")
+    task = make_task(store, Stage.ANALYSIS, key="APP-3")
+    result = store.write(
+        decide_stop, task.id, "alice", "enough", None, NOW, server=HERE, task=other
+    )
+    assert (result.task, result.task_id) == ("APP-3", task.id)
+    untouched = store.query(get_task, other.id)
+    assert untouched is not None and untouched.version == other.version
