@@ -1,11 +1,15 @@
 """The reset, step by step (DESIGN "The stop plane", steps 2–9).
 
 Each step reads what it needs, does its one thing, and returns a small JSON result that
-is stored on the stop record before the next step starts; a step already recorded is
-skipped, so a reset resumed after a crash does nothing twice.
+is stored on the stop record with the time it finished. An outside step's record goes
+into the next write the reset makes anyway (the jobs' cancel, or a store steps'
+transaction), so a reset commits four times on SQLite; a step already recorded is
+skipped, and one done but not yet recorded when the server died runs again, which every
+step allows: a reset resumed after a crash does nothing twice.
 
-The steps that only write the store (`lease`, `tombstone`, `terminal`) do their write
-and record themselves in one transaction, and consecutive ones share it (`tombstone` +
+The steps that only write the store (`lease`, `tombstone`, `terminal`, and
+`pull_request` while there is no pull request) do their write and record themselves in
+one transaction, and consecutive ones share it (`lease` + `pull_request`, `tombstone` +
 `terminal`): a crash leaves such a step either done and recorded or not done at all, so
 for them `done:<step>` (effect out, record not in) cannot happen; its failpoint fires
 just before that transaction.
