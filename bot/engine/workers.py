@@ -83,6 +83,10 @@ class WorkerPool:
         # The idle workers' shared look at the queue: (monotonic time read, next due).
         self._due_lock = asyncio.Lock()
         self._due_read: tuple[float, float | None] | None = None
+        # Woken workers claim one at a time; a claim that found nothing, started after a
+        # worker was woken, answers for it too (monotonic start of the latest such claim).
+        self._woken_claims = asyncio.Lock()
+        self._found_empty_at = float("-inf")
 
     # -- the loops -----------------------------------------------------------------------
 
@@ -112,11 +116,13 @@ class WorkerPool:
         wake = self.wake
         if self._claims_open is not None:
             await self._claims_open.wait()
+        seen: float | None = None  # when a job was seen possible (None: just look)
         while not self._closing:
-            job = await self._claim(worker_id)
+            job = await self._claim(worker_id, seen)
             if job is None:
-                await self._until_claimable(wake)
+                seen = await self._until_claimable(wake)
                 continue
+            seen = None
             try:
                 await self._run(job)
             except asyncio.CancelledError:
@@ -125,35 +131,38 @@ class WorkerPool:
                 log.exception("job crashed", extra={"job": job.id, "stage": job.stage})
                 await self._on_crash(job)
 
-    async def _until_claimable(self, wake: asyncio.Event) -> None:
-        """Wait until a claim may find a job: a wake-up, or a poll that sees one due. The
-        poll is a read that every idle worker shares (one per half interval, however many
-        wait); only a due job makes a worker try a claim, which is a write: forty idle
-        workers no longer take the one SQLite writer five times a second each."""
-        while not self._closing:
+    async def _until_claimable(self, wake: asyncio.Event) -> float:
+        """Wait until a claim may find a job: a wake-up, or a poll that sees one due; when
+        (monotonic) that was seen. The poll is a read that every idle worker shares (one
+        per half interval, however many wait); only a due job makes a worker try a claim,
+        which is a write: forty idle workers no longer take the one SQLite writer five
+        times a second each."""
+        while True:
             try:
                 await asyncio.wait_for(wake.wait(), await self._idle_wait())
             except TimeoutError:
-                if await self._job_due():
-                    return
+                if (seen := await self._job_due()) is not None or self._closing:
+                    return self.clock.monotonic() if seen is None else seen
                 continue
             wake.clear()
-            return
+            return self.clock.monotonic()
 
-    async def _job_due(self) -> bool:
-        """Whether a queued job is due now, by the idle workers' shared read (a store
-        hiccup counts as due: the claim then says what is there)."""
+    async def _job_due(self) -> float | None:
+        """When the idle workers' shared read (monotonic, as it began) saw a queued job
+        due now; None when it did not. A store hiccup counts as due: the claim then says
+        what is there."""
         poll = self.settings.workers.poll_interval_seconds
         async with self._due_lock:
             read = self._due_read
             if read is None or self.clock.monotonic() - read[0] >= poll / 2:
+                began = self.clock.monotonic()
                 try:
                     due = await self.store.run_read(jobs.next_due_at)
                 except Exception:
-                    return True
-                read = self._due_read = (self.clock.monotonic(), due)
-        due = read[1]
-        return due is not None and due <= self.clock.now()
+                    return began
+                read = self._due_read = (began, due)
+        began, due = read
+        return began if due is not None and due <= self.clock.now() else None
 
     async def _idle_wait(self) -> float:
         """How long an idle worker waits for a wake-up: the poll interval, or with
@@ -169,9 +178,22 @@ class WorkerPool:
             return LISTENING_BACKSTOP_SECONDS
         return min(LISTENING_BACKSTOP_SECONDS, max(poll, due - self.clock.now()))
 
-    async def _claim(self, worker_id: str) -> Job | None:
+    async def _claim(self, worker_id: str, seen: float | None = None) -> Job | None:
+        """Claim the job due longest. A woken worker (`seen`: when it saw a job possible)
+        claims after the others woken with it, one at a time, and not at all once a claim
+        that began after `seen` found nothing: one job queued wakes every idle worker, and
+        it costs two claims (one finds it, one finds the queue empty), not one each."""
+        if seen is None:
+            return await self._claim_now(worker_id)
+        async with self._woken_claims:
+            if self._found_empty_at > seen:
+                return None
+            return await self._claim_now(worker_id)
+
+    async def _claim_now(self, worker_id: str) -> Job | None:
+        began = self.clock.monotonic()
         try:
-            return await self.store.run(
+            job = await self.store.run(
                 jobs.claim_next_job,
                 worker_id,
                 self.clock.now(),
@@ -182,3 +204,6 @@ class WorkerPool:
             log.exception("claim failed")
             await asyncio.sleep(1.0)
             return None
+        if job is None:
+            self._found_empty_at = max(self._found_empty_at, began)
+        return job

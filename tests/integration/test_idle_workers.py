@@ -1,7 +1,7 @@
 """Idle workers on the real WorkerPool and a real store (both databases): while nothing
 is due they only read, one shared read at a time, and never take the writer for a
-claim; a job that falls due, or one queued by another process without a wake-up, is
-still claimed by their poll."""
+claim; a job queued by another process without a wake-up is still claimed by their
+poll; a wake-up for one job costs two claims, not one per idle worker."""
 
 from __future__ import annotations
 
@@ -113,3 +113,26 @@ async def test_a_job_queued_without_a_wake_up_is_claimed_by_the_poll(
     finally:
         await workers.stop()
     assert ran[0].stage == "analysis"
+
+
+async def test_a_wake_up_for_one_job_costs_two_claims_not_one_per_worker(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claims = counting(monkeypatch, "claim_next_job")
+    ran: list[Job] = []
+    workers = pool(store, tmp_path, ran)
+    await workers.start()
+    try:
+        await until(lambda: len(claims) >= WORKERS)  # each worker's first claim
+        await asyncio.sleep(5 * POLL)
+        before = len(claims)
+        queue_job(store, "APP-3", time.time())
+        workers.wake.set()  # as `Services.wake_workers` after an enqueue
+        await until(lambda: len(ran) == 1)
+        await asyncio.sleep(10 * POLL)  # let every woken worker have its say
+    finally:
+        await workers.stop()
+    # One claim finds the job, one finds the queue empty and answers for the rest; the
+    # worker that ran the job looks once more when it is done.
+    assert len(ran) == 1
+    assert len(claims) - before <= 3, len(claims) - before
