@@ -18,7 +18,7 @@ from bot.stopplane import reset as resetsteps
 from state import jobs, stops
 from state.errors import StaleVersionError
 from state.machine import Facts, Trigger, critical_window, decide
-from state.models import Job, JobStatus, ServerIdentity, StopRecord, StopStatus, Task
+from state.models import Job, JobStatus, ServerIdentity, Stage, StopRecord, StopStatus, Task
 from state.savepoints import savepoint
 from state.store import add_event, get_task, original_key, update_task
 
@@ -243,8 +243,20 @@ def _terminal(
     now: float,
     saw_live: bool,
 ) -> StopResult:
+    # Late callers of a stop that already finished get its stop_id: one stop, one id. The
+    # task turns terminal one step before the stop closes (its comment is the last step),
+    # so the stop that cancelled it may still be open.
+    ending = (StopStatus.DONE, StopStatus.OPEN)
+    closing = next(
+        (r for r in reversed(stops.stops_for_task(conn, task.id)) if r.status in ending),
+        None,
+    )
+    if task.stage is Stage.CANCELLED and closing is not None:
+        # Cancelled by a stop, even one that won this stop's race (a lost compare-and-set,
+        # then that stop's whole reset, before this one read the task again).
+        return StopResult("noop_already_terminal", original_key(task.key), task.id, closing.id)
     if saw_live:
-        # The task was live when this stop began and finished normally before the stop
+        # The task was live when this stop began and finished otherwise before the stop
         # could commit: the stop lost the race and is closed as superseded.
         rec, _ = stops.insert_stop(
             conn,
@@ -260,14 +272,6 @@ def _terminal(
         )
         add_event(conn, task.id, "stop_superseded", now, actor=requested_by, stop_id=rec.id)
         return StopResult("noop_already_terminal", original_key(task.key), task.id, rec.id)
-    # Late callers of a stop that already finished get its stop_id: one stop, one id. The
-    # task turns terminal one step before the stop closes (its comment is the last step),
-    # so the stop that cancelled it may still be open.
-    ending = (StopStatus.DONE, StopStatus.OPEN)
-    closing = next(
-        (r for r in reversed(stops.stops_for_task(conn, task.id)) if r.status in ending),
-        None,
-    )
     stop_id = closing.id if closing else None
     return StopResult("noop_already_terminal", original_key(task.key), task.id, stop_id)
 

@@ -384,6 +384,27 @@ def test_a_stop_that_saw_the_task_live_and_lost_the_race_is_superseded(store: St
     assert after is not None and after.stage is Stage.DONE and after.version == task.version
 
 
+@pytest.mark.parametrize("closing", [StopStatus.DONE, StopStatus.OPEN])
+def test_a_stop_that_lost_the_race_to_a_stop_whose_reset_finished_gets_that_stop(
+    store: Store, closing: StopStatus
+) -> None:
+    """`_decide` re-run after a lost compare-and-set (saw_live), when the stop that won
+    has meanwhile cancelled the task: a late caller of that stop (its id, nothing new
+    recorded), not a superseded stop. Seen with 100 STOPs at once on PostgreSQL."""
+    task = make_task(store, Stage.IMPLEMENTATION)
+    winner = _record(store, task, closing, NOW - 1)
+    dead = store.write(tombstone_task_keys, finish(store, task, Stage.CANCELLED), NOW - 0.5)
+    with store.begin() as conn:
+        result = _decide(conn, dead.id, "alice", "enough", "delivery-2", NOW, True)
+    assert (result.outcome, result.stop_id, result.new) == (
+        "noop_already_terminal",
+        winner.id,
+        False,
+    )
+    assert [r.id for r in store.query(stops.stops_for_task, task.id)] == [winner.id]
+    assert "stop_superseded" not in kinds(store, task)
+
+
 def test_a_stop_for_a_vanished_task_raises(store: Store) -> None:
     with pytest.raises(LookupError, match="task 999 vanished"):
         store.write(decide_stop, 999, "alice", "", None, NOW)
