@@ -100,13 +100,17 @@ def _record_pr(conn: Connection, task_id: int, pr: PullRequest, now: float) -> T
 # -- STOP ---------------------------------------------------------------------------------
 
 
+# The reset's pull-request step when there is nothing to close.
+NO_PULL_REQUEST = {"closed": False, "reason": "no pull request"}
+
+
 async def close_for_stop(svc: Services, task: Task, *, why: str) -> dict[str, Any]:
     """Close the task's pull request with a comment, never merging it; ForgeError when
     the forge cannot be reached (the caller keeps it pending). A merged one stays merged,
     and its merge is recorded on the task (the task ends with `effects_committed`)."""
     found = svc.forge_for(task.repo)
     if found is None or task.pr_number is None:
-        return {"closed": False, "reason": "no pull request"}
+        return dict(NO_PULL_REQUEST)
     forge, repo = found
     comment = STOP_COMMENT.format(key=original_key(task.key), why=why, branch=task.branch)
     result = await close_pull_request(forge, repo.forge_repo, task.pr_number, comment)

@@ -214,7 +214,7 @@ def _decide(
         correlation=correlation,
         **({"window": window} if window else {}),
     )
-    untouched = not (task.worktree_path or task.branch or task.pr_number is not None or running)
+    untouched = resetsteps.never_touched(task, running=running is not None)
     return StopResult(outcome, original_key(task.key), task.id, rec.id, new, untouched)
 
 

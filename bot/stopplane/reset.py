@@ -26,6 +26,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, cast
 
+from bot.engine import pr_open
 from bot.engine.workers import owned_here
 from bot.services import Services
 from bot.stopplane import owners
@@ -337,14 +338,13 @@ def release_lease(conn: Any, rec: StopRecord, task_id: int, now: float) -> dict[
     return {"released": jobs.release_lease(conn, task_id)}
 
 
-NO_PULL_REQUEST = {"closed": False, "reason": "no pull request"}
-
-
 def no_pull_request(conn: Any, rec: StopRecord, task_id: int, now: float) -> dict[str, Any] | None:
     """Step 4b for a task without a pull request: nothing to close. None when one was
     opened after all (the step then runs as an outside step)."""
     task = get_task(conn, task_id)
-    return None if task is not None and task.pr_number is not None else dict(NO_PULL_REQUEST)
+    if task is not None and task.pr_number is not None:
+        return None
+    return dict(pr_open.NO_PULL_REQUEST)
 
 
 # -- step 5: the worktree, by the server whose data dir holds it ----------------------------
@@ -436,7 +436,12 @@ def _untouched(rec: StopRecord | None, task: Task | None, task_jobs: list[Job]) 
     stopped while queued."""
     if rec is None or task is None or rec.status is not StopStatus.OPEN or rec.steps != "{}":
         return False
-    running = any(j.status is JobStatus.RUNNING for j in task_jobs)
+    return never_touched(task, running=any(j.status is JobStatus.RUNNING for j in task_jobs))
+
+
+def never_touched(task: Task, *, running: bool) -> bool:
+    """No process (`running`: a job of it runs), worktree, branch or pull request: nothing
+    outside the store to undo."""
     return not (task.worktree_path or task.branch or task.pr_number is not None or running)
 
 
@@ -451,7 +456,7 @@ def reset_untouched(conn: Any, stop_id: str, now: float) -> tuple[StopRecord, Ta
         "processes": summarise([]),
         "jobs": {"cancelled": jobs.cancel_task_jobs(conn, task.id, now), "late_processes": 0},
         "lease": {"released": jobs.release_lease(conn, task.id)},
-        "pull_request": NO_PULL_REQUEST,
+        "pull_request": dict(pr_open.NO_PULL_REQUEST),
         "worktree": {"removed": False, "reason": "no worktree"},
         "remote_branch": {"deleted": False, "reason": "no branch"},
     }
