@@ -3,7 +3,6 @@ default, PostgreSQL through psycopg 3 for several processes."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from state.errors import StoreError
+from state.prepared import driver_execute
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -73,10 +72,7 @@ def _sqlite_on_begin(conn: Any) -> None:
     sql = _BEGIN_READ if conn.get_execution_options().get("readonly") else _BEGIN_WRITE
     # On the driver's connection: through exec_driver_sql a BEGIN cost ~70 us of
     # SQLAlchemy, against ~3 us (every transaction has one). Errors as SQLAlchemy's.
-    try:
-        conn.connection.dbapi_connection.execute(sql)
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+    driver_execute(conn, sql)
 
 
 _BEGIN_READ, _BEGIN_WRITE = "BEGIN DEFERRED", "BEGIN IMMEDIATE"

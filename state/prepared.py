@@ -126,8 +126,14 @@ def _run(conn: Connection, raw: _Raw, params: Mapping[str, Any]) -> sqlite3.Curs
         value = params[name] if name in params else raw.fixed[name]
         convert = raw.convert.get(name)
         values.append(value if convert is None or value is None else convert(value))
+    return driver_execute(conn, raw.sql, values)
+
+
+def driver_execute(conn: Connection, sql: str, values: Sequence[Any] = ()) -> sqlite3.Cursor:
+    """`sql` on the SQLite driver's connection under `conn`, in its transaction; a
+    driver error raised as SQLAlchemy would have raised it."""
     driver = conn.connection.dbapi_connection
     try:
-        return driver.execute(raw.sql, values)  # type: ignore[union-attr,no-any-return]
-    except sqlite3.Error as exc:  # as SQLAlchemy would have raised it
-        raise DBAPIError.instance(raw.sql, values, exc, sqlite3.Error) from exc
+        return driver.execute(sql, values)  # type: ignore[union-attr,no-any-return]
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc

@@ -11,12 +11,12 @@ on the driver's connection, in the same transaction. PostgreSQL keeps `begin_nes
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
+
+from state.prepared import driver_execute
 
 _names = itertools.count(1)  # unique within a connection's nesting; next() is atomic
 
@@ -30,20 +30,13 @@ def savepoint(conn: Connection) -> Iterator[None]:
             yield
         return
     name = f"conveyor_{next(_names)}"
-    _driver_sql(conn, f"SAVEPOINT {name}")
+    driver_execute(conn, f"SAVEPOINT {name}")
     try:
         yield
     except BaseException:
         # If SQLite ended the whole transaction (a full disk, an I/O error), there is no
         # savepoint left: that error is raised instead, as a database error.
-        _driver_sql(conn, f"ROLLBACK TO SAVEPOINT {name}")
-        _driver_sql(conn, f"RELEASE SAVEPOINT {name}")
+        driver_execute(conn, f"ROLLBACK TO SAVEPOINT {name}")
+        driver_execute(conn, f"RELEASE SAVEPOINT {name}")
         raise
-    _driver_sql(conn, f"RELEASE SAVEPOINT {name}")
-
-
-def _driver_sql(conn: Connection, sql: str) -> None:
-    try:
-        conn.connection.dbapi_connection.execute(sql)  # type: ignore[union-attr]
-    except sqlite3.Error as exc:  # as SQLAlchemy would have raised it
-        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+    driver_execute(conn, f"RELEASE SAVEPOINT {name}")

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from state.prepared import Prepared
 from state.schema import reconcile_watermarks, tickets_seen
+from state.store import per_dialect
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def _upsert_seen(dialect: Any) -> Any:
     )
 
 
-_REMEMBER = Prepared({"sqlite": _upsert_seen(sqlite), "postgresql": _upsert_seen(postgresql)})
+_REMEMBER = Prepared(per_dialect(_upsert_seen))
 
 
 def watermark(conn: Connection, tracker: str, project: str) -> float | None:

@@ -160,12 +160,10 @@ async def remember_ignored(svc: Services, event: TrackerEvent) -> None:
 
 
 def _remember_unread(conn: Connection, ticket: Ticket, now: float) -> None:
-    seen = None if ticket.state is not None else tickets.last_seen(conn, *_seen_key(ticket))
+    seen = None
+    if ticket.state is None:  # the state seen is kept: read it
+        seen = tickets.last_seen(conn, ticket.ref.tracker, ticket.ref.issue_id)
     remember_ticket(conn, ticket, now, seen)
-
-
-def _seen_key(ticket: Ticket) -> tuple[str, str]:
-    return ticket.ref.tracker, ticket.ref.issue_id
 
 
 def _with_label_diff(
