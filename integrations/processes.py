@@ -270,6 +270,7 @@ async def stop_process_group(
     """
     steps = _stop_steps(ref, grace, confirm_timeout, poll_interval, reap, clock)
     wake = LeaderExit(ref.pid) if sleep is asyncio.sleep else None
+    pause = sleep if wake is None else wake.sleep
     try:
         while True:
             try:
@@ -277,7 +278,7 @@ async def stop_process_group(
             except StopIteration as done:
                 report: StopReport = done.value
                 return report
-            await (sleep(delay) if wake is None else wake.sleep(delay))
+            await pause(delay)
     finally:
         if wake is not None:
             wake.close()

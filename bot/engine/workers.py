@@ -137,15 +137,16 @@ class WorkerPool:
         per half interval, however many wait); only a due job makes a worker try a claim,
         which is a write: forty idle workers no longer take the one SQLite writer five
         times a second each."""
-        while True:
+        while not self._closing:
             try:
                 await asyncio.wait_for(wake.wait(), await self._idle_wait())
             except TimeoutError:
-                if (seen := await self._job_due()) is not None or self._closing:
-                    return self.clock.monotonic() if seen is None else seen
+                if (seen := await self._job_due()) is not None:
+                    return seen
                 continue
             wake.clear()
-            return self.clock.monotonic()
+            break
+        return self.clock.monotonic()
 
     async def _job_due(self) -> float | None:
         """When the idle workers' shared read (monotonic, as it began) saw a queued job

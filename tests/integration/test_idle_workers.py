@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,16 @@ def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[float]:
     return calls
 
 
-def pool(store: Store, tmp_path: Path, ran: list[Job]) -> WorkerPool:
+@asynccontextmanager
+async def running_pool(store: Store, tmp_path: Path) -> AsyncIterator[tuple[WorkerPool, list[Job]]]:
+    """The pool started, and the jobs it ran; stopped on the way out."""
     settings = settings_from_dict(
         {
             "server": {"database_url": "sqlite://", "data_dir": str(tmp_path / "data")},
             "workers": {"concurrency": WORKERS, "poll_interval_seconds": POLL},
         }
     )
+    ran: list[Job] = []
 
     async def run(job: Job) -> None:
         ran.append(job)
@@ -59,9 +63,14 @@ def pool(store: Store, tmp_path: Path, ran: list[Job]) -> WorkerPool:
     async def crash(job: Job) -> None:
         raise AssertionError(f"job {job.id} crashed")
 
-    return WorkerPool(
+    workers = WorkerPool(
         settings, store, SystemClock(), AgentRegistry(), asyncio.Event(), run=run, on_crash=crash
     )
+    await workers.start()
+    try:
+        yield workers, ran
+    finally:
+        await workers.stop()
 
 
 async def until(check: Callable[[], bool], seconds: float = 30.0) -> None:
@@ -82,18 +91,13 @@ async def test_idle_workers_read_and_do_not_claim_while_nothing_is_due(
 ) -> None:
     claims = counting(monkeypatch, "claim_next_job")
     looks = counting(monkeypatch, "next_due_at")
-    ran: list[Job] = []
-    workers = pool(store, tmp_path, ran)
-    await workers.start()
-    try:
+    async with running_pool(store, tmp_path) as (_, ran):
         await until(lambda: len(claims) >= WORKERS)  # each worker's first claim
         await until(lambda: len(looks) >= 5)  # a few polls
         # A job due only later: seen by the polls, not claimed before it is due.
         queue_job(store, "APP-1", time.time() + 3600)
         looked = len(looks)
         await until(lambda: len(looks) >= looked + 5)
-    finally:
-        await workers.stop()
     assert len(claims) == WORKERS and ran == []
     # One shared read per half interval at most, not one per worker per interval.
     span = looks[-1] - looks[0]
@@ -101,17 +105,12 @@ async def test_idle_workers_read_and_do_not_claim_while_nothing_is_due(
 
 
 async def test_a_job_queued_without_a_wake_up_is_claimed_by_the_poll(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, tmp_path: Path
 ) -> None:
-    ran: list[Job] = []
-    workers = pool(store, tmp_path, ran)
-    await workers.start()
-    try:
+    async with running_pool(store, tmp_path) as (_, ran):
         await asyncio.sleep(5 * POLL)  # every worker idle
         queue_job(store, "APP-2", time.time())  # as another process would: no wake-up
         await until(lambda: len(ran) == 1)
-    finally:
-        await workers.stop()
     assert ran[0].stage == "analysis"
 
 
@@ -119,10 +118,7 @@ async def test_a_wake_up_for_one_job_costs_two_claims_not_one_per_worker(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claims = counting(monkeypatch, "claim_next_job")
-    ran: list[Job] = []
-    workers = pool(store, tmp_path, ran)
-    await workers.start()
-    try:
+    async with running_pool(store, tmp_path) as (workers, ran):
         await until(lambda: len(claims) >= WORKERS)  # each worker's first claim
         await asyncio.sleep(5 * POLL)
         before = len(claims)
@@ -130,8 +126,6 @@ async def test_a_wake_up_for_one_job_costs_two_claims_not_one_per_worker(
         workers.wake.set()  # as `Services.wake_workers` after an enqueue
         await until(lambda: len(ran) == 1)
         await asyncio.sleep(10 * POLL)  # let every woken worker have its say
-    finally:
-        await workers.stop()
     # One claim finds the job, one finds the queue empty and answers for the rest; the
     # worker that ran the job looks once more when it is done.
     assert len(ran) == 1
